@@ -1,0 +1,80 @@
+"""Entity type names, normalised in exactly one place.
+
+A *label* is the type as the dataset spells it after the BIO prefix is removed (``politicalparty``,
+``PER``, ``person-actor``); labels are what mentions carry and what evaluation compares, so scores stay
+comparable with the literature. A *type name* is the readable form used in prompts (``political party``,
+``person``, ``actor``): :func:`type_name` is the only function that derives it.
+
+Example:
+    >>> type_name("politicalparty"), type_name("PER"), type_name("person-actor")
+    ('political party', 'person', 'actor')
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["normalize_label", "type_name", "TYPE_NAME_OVERRIDES"]
+
+# Abbreviations and run-together names whose readable form cannot be derived mechanically.
+TYPE_NAME_OVERRIDES: dict[str, str] = {
+    "per": "person",
+    "pers": "person",
+    "loc": "location",
+    "org": "organisation",
+    "misc": "miscellaneous",
+    "gpe": "geopolitical entity",
+    "norp": "nationality, religious or political group",
+    "fac": "facility",
+    "politicalparty": "political party",
+    "astronomicalobject": "astronomical object",
+    "chemicalcompound": "chemical compound",
+    "chemicalelement": "chemical element",
+    "academicjournal": "academic journal",
+    "musicalartist": "musical artist",
+    "musicalinstrument": "musical instrument",
+    "musicgenre": "music genre",
+    "literarygenre": "literary genre",
+    "programlang": "programming language",
+    "creative-work": "creative work",
+    "work_of_art": "work of art",
+    "other-biologything": "biological thing",
+    "art-broadcastprogram": "broadcast program",
+    "art-writtenart": "written art",
+    "building-sportsfacility": "sports facility",
+    "organization-sportsteam": "sports team",
+    "organization-sportsleague": "sports league",
+    "organization-politicalparty": "political party",
+    "organization-showorganization": "show organisation",
+    "person-politician": "politician",
+    "location-gpe": "geopolitical entity",
+    "location-bodiesofwater": "body of water",
+    "other-chemicalthing": "chemical",
+    "event-attack/battle/war/militaryconflict": "attack, battle, war or military conflict",
+    "product-software": "software",
+}
+
+
+def normalize_label(raw: str) -> str:
+    """The canonical label for a raw tag suffix: surrounding whitespace removed, nothing else changed.
+
+    Labels keep the dataset's own spelling (case included) so that scores match other tools.
+    """
+    label = raw.strip()
+    if not label:
+        raise ValueError("An entity type label must be a non-empty string.")
+    return label
+
+
+def type_name(label: str) -> str:
+    """The readable type name used in instructions for ``label``."""
+    key = label.strip().lower()
+    if key in TYPE_NAME_OVERRIDES:
+        return TYPE_NAME_OVERRIDES[key]
+    # Few-NERD coarse-fine labels: the fine part is the readable type ("person-actor" -> "actor").
+    if "-" in key and key.split("-", 1)[0] in {
+        "person", "location", "organization", "building", "art", "product", "event", "other",
+    }:
+        key = key.split("-", 1)[1]
+    key = re.sub(r"[_\-/]+", " ", key)
+    return re.sub(r"\s+", " ", key).strip()

@@ -194,21 +194,14 @@ def test_to_dict_table_and_seqeval_layout():
 
 def _read_bio_file(path: Path) -> tuple[list[list[str]], list[list[str]]]:
     """Tokens and gold IOB2 tags of a real BIO file, through the package reader."""
-    try:
-        from cllmfs_hf.data.readers import read_conll
-    except ImportError:  # TEMPORARY until the reader lands
-        sentences, toks, tags = [], [], []
-        for line in path.read_text(encoding="utf-8").splitlines() + [""]:
-            if line.strip():
-                t, g = line.split("\t")
-                toks.append(t)
-                tags.append(g)
-            elif toks:
-                sentences.append(AnnotatedSentence.from_tokens(toks, bio_to_spans(tags)))
-                toks, tags = [], []
-        return [s.tokens for s in sentences], [s.to_bio() for s in sentences]
+    from cllmfs_hf.data.readers import read_conll
+
     sentences = read_conll(path)
-    return [s.tokens for s in sentences], [s.to_bio() for s in sentences]
+    tokens, tags = [s.tokens for s in sentences], [s.to_bio() for s in sentences]
+    # Cross-check: the reader's tags are the file's own tag column, sentence by sentence.
+    blocks = [b for b in path.read_text(encoding="utf-8").split("\n\n") if b.strip()]
+    assert [[line.split("\t")[-1] for line in b.strip("\n").split("\n")] for b in blocks] == tags
+    return tokens, tags
 
 
 def _perturb(tags: list[str], labels: list[str], rng: random.Random) -> list[str]:

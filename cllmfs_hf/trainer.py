@@ -1,0 +1,443 @@
+"""``CLLMFSTrainer``: TRL's ``SFTTrainer`` (LoRA SFT) plus hidden-state InfoNCE and FGM (METHOD.md sections 2-3).
+
+- LM loss and TRL's metrics come from ``SFTTrainer.compute_loss`` (fused LM head, completion-only loss).
+- InfoNCE is computed from the SAME forward: a forward hook on the chosen decoder layer captures its output
+  (TRL's fused head returns no hidden states). transformers checkpoints a layer's ``forward``, not its
+  ``__call__``, so the hook sees a tensor with a graph under gradient checkpointing too.
+- FGM runs in ``training_step``: the clean backward leaves g = dL/de on the embedding output (retained by a
+  hook); ``r = epsilon * g / ||g||`` per sequence; a second forward on ``e + r`` gives the adversarial LM loss,
+  whose own backward adds its gradient. Two backward passes, no ``torch.autograd.grad``, so it works with
+  reentrant and non-reentrant gradient checkpointing.
+- Gradient accumulation: the LM and adversarial losses are normalised by the token count of the whole
+  accumulated batch (TRL's ``num_items_in_batch``); the InfoNCE sum is normalised by the number of
+  (anchor, mention) pairs of the whole accumulated batch (counted in ``get_batch_samples``, across processes
+  when ``average_tokens_across_devices``), so 2 x batch 2 equals 1 x batch 4 for every term.
+- Logged through the Trainer's normal logging: ``loss``, ``lm_loss``, ``contrastive_loss``,
+  ``adversarial_loss``, ``contrastive_pos_cos``, ``contrastive_neg_cos`` plus TRL's metrics. Term values are
+  unweighted and on the same scale as ``loss``, so ``loss = lm_loss + w_cl * contrastive_loss +
+  w_adv * adversarial_loss``.
+
+Example:
+    >>> from peft import LoraConfig
+    >>> from cllmfs_hf.config import CLLMFSConfig
+    >>> from cllmfs_hf.data.records import build_records, records_to_dataset
+    >>> trainer = CLLMFSTrainer(  # doctest: +SKIP
+    ...     model, args=CLLMFSConfig(output_dir="out", report_to="none"),
+    ...     train_dataset=records_to_dataset(build_records(sentences)), processing_class=tokenizer,
+    ...     peft_config=LoraConfig(r=16, target_modules="all-linear"))
+    >>> trainer.train()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from trl import SFTTrainer
+
+from .collator import REQUIRED_RECORD_KEYS, SPAN_KEYS, CLLMFSDataCollator
+from .config import CLLMFSConfig, resolve_layer_index
+from .losses import contrastive_loss_terms, count_contrastive_pairs, fgm_perturbation
+
+__all__ = ["CLLMFSTrainer", "find_decoder_layers"]
+
+logger = logging.getLogger(__name__)
+
+_LAYER_PATHS = (
+    "model.layers",  # Llama, Qwen2, Mistral, Gemma, Phi3, ...
+    "model.language_model.layers",  # vision-language wrappers
+    "model.decoder.layers",  # OPT
+    "transformer.h",  # GPT-2, Falcon, ...
+    "gpt_neox.layers",
+    "transformer.blocks",
+)
+
+
+def _get_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def find_decoder_layers(model: nn.Module, path: str | None = None) -> nn.ModuleList:
+    """The decoder layers of a causal LM, looking through PEFT (and DDP) wrappers.
+
+    Example:
+        >>> layers = find_decoder_layers(model)  # doctest: +SKIP
+        >>> len(layers)  # doctest: +SKIP
+        30
+    """
+    base = model
+    while hasattr(base, "module") and isinstance(base.module, nn.Module):  # DDP / accelerate wrappers
+        base = base.module
+    if hasattr(base, "get_base_model"):  # PeftModel
+        base = base.get_base_model()
+    paths = (path,) if path else _LAYER_PATHS
+    for candidate in paths:
+        try:
+            layers = _get_path(base, candidate)
+        except AttributeError:
+            continue
+        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
+            return layers
+    if path:
+        raise ValueError(
+            f"decoder_layers_path={path!r} does not lead to a non-empty nn.ModuleList on {type(base).__name__}: "
+            "check the attribute names with print(model)."
+        )
+    raise ValueError(
+        f"Cannot find the decoder layers of {type(base).__name__} (tried {', '.join(_LAYER_PATHS)}): the "
+        "contrastive term needs them. Set CLLMFSConfig.decoder_layers_path to the dotted path of its decoder "
+        "layer list, or set contrastive_weight=0."
+    )
+
+
+class _HiddenCapture:
+    """Forward hook that keeps the first output of a decoder layer during one forward."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = layer
+        self.hidden: torch.Tensor | None = None
+        self._handle = None
+
+    def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.hidden is None:
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if hasattr(out, "last_hidden_state"):
+                out = out.last_hidden_state
+            self.hidden = out
+
+    def __enter__(self) -> _HiddenCapture:
+        self._handle = self.layer.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+
+
+class _EmbeddingGradCapture:
+    """Forward hook on the input embedding: makes its output keep a gradient (first call only)."""
+
+    def __init__(self, embedding: nn.Module) -> None:
+        self.embedding = embedding
+        self.output: torch.Tensor | None = None
+        self._handle = None
+
+    def _hook(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor | None:
+        if self.output is not None or not torch.is_grad_enabled():
+            return None
+        if not output.requires_grad:
+            output = output.detach().requires_grad_(True)
+        else:
+            output.retain_grad()
+        self.output = output
+        return output
+
+    def __enter__(self) -> _EmbeddingGradCapture:
+        self._handle = self.embedding.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+
+
+@contextlib.contextmanager
+def _perturb_embeddings(embedding: nn.Module, delta: torch.Tensor) -> Iterator[None]:
+    def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        if output.shape != delta.shape:
+            raise RuntimeError(
+                f"FGM: the perturbation has shape {tuple(delta.shape)} but the embedding output has "
+                f"{tuple(output.shape)}; the second forward must see the same batch."
+            )
+        return output + delta.to(output.dtype)
+
+    handle = embedding.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class CLLMFSTrainer(SFTTrainer):
+    """LoRA SFT on CLLMFS instruction records with the InfoNCE and FGM terms (see the module docstring).
+
+    Takes the arguments of ``SFTTrainer``; ``args`` must be a :class:`~cllmfs_hf.config.CLLMFSConfig` and the
+    datasets must hold records from :func:`cllmfs_hf.data.records.build_records` (the collator is built
+    from ``args`` unless one is passed).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        args: CLLMFSConfig | None = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if args is None:
+            args = CLLMFSConfig(output_dir="cllmfs-output")
+        if not isinstance(args, CLLMFSConfig):
+            raise TypeError(
+                f"CLLMFSTrainer needs args=CLLMFSConfig(...), got {type(args).__name__}: build a CLLMFSConfig "
+                "(it accepts every SFTConfig field)."
+            )
+        if processing_class is None:
+            if not isinstance(model, str):
+                raise ValueError(
+                    "CLLMFSTrainer needs processing_class=<tokenizer> when the model is an instance (the collator "
+                    "tokenizes the records itself)."
+                )
+            from transformers import AutoTokenizer
+
+            processing_class = AutoTokenizer.from_pretrained(model)
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = args.pad_token or tokenizer.eos_token
+        for name, dataset in (("train_dataset", train_dataset), *self._named_eval(eval_dataset)):
+            self._check_columns(name, dataset)
+        if args.adversarial_enabled and args.deepspeed is not None:
+            raise ValueError(
+                "adversarial='fgm' is not supported with DeepSpeed: accelerate steps the DeepSpeed engine on every "
+                "backward, and FGM needs two per micro-batch. Use DDP or FSDP, or set adversarial='none'."
+            )
+        if data_collator is None:
+            data_collator = CLLMFSDataCollator(
+                tokenizer,
+                max_length=args.max_length,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+                completion_only_loss=args.completion_only_loss is not False,
+                boundary_negatives=args.boundary_negatives,
+                boundary_shift=args.boundary_shift,
+                type_negatives=args.type_negatives,
+                non_entity_negatives=args.non_entity_negatives,
+                max_negatives=args.max_negatives,
+                seed=args.seed,
+            )
+        super().__init__(
+            model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        # TRL mirrors the pad token onto the model only when it builds its own collator.
+        self.model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+        if getattr(self.model, "generation_config", None) is not None:
+            self.model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+        self._decoder_layers = find_decoder_layers(self.model, args.decoder_layers_path)
+        self.contrastive_layer_index = resolve_layer_index(args.contrastive_layer, len(self._decoder_layers))
+        self._pairs_in_step: torch.Tensor | None = None
+        if isinstance(data_collator, CLLMFSDataCollator) and hasattr(train_dataset, "__len__"):
+            self._audit(data_collator, train_dataset)
+
+    # ---- setup helpers ----------------------------------------------------------------------------------
+    @staticmethod
+    def _named_eval(eval_dataset: Any) -> list[tuple[str, Any]]:
+        if eval_dataset is None:
+            return []
+        if isinstance(eval_dataset, dict):
+            return [(f"eval_dataset[{k!r}]", v) for k, v in eval_dataset.items()]
+        return [("eval_dataset", eval_dataset)]
+
+    @staticmethod
+    def _check_columns(name: str, dataset: Any) -> None:
+        if dataset is None:
+            return
+        columns = getattr(dataset, "column_names", None)
+        if columns is None:
+            try:
+                columns = list(next(iter(dataset)).keys())
+            except (StopIteration, TypeError, AttributeError):
+                return
+        missing = [k for k in REQUIRED_RECORD_KEYS if k not in columns]
+        if missing:
+            raise ValueError(
+                f"{name} lacks the columns {missing} (has {list(columns)}): build it with "
+                "cllmfs_hf.data.records.build_records + records_to_dataset."
+            )
+
+    @staticmethod
+    def _audit(collator: CLLMFSDataCollator, dataset: Any) -> None:
+        counts = collator.audit(dataset)
+        if counts["completion_truncated"]:
+            logger.warning(
+                "%d of %d training records have their completion entirely cut by max_length=%s (longest record: %d "
+                "tokens); they are kept but add no LM loss. Raise max_length.",
+                counts["completion_truncated"],
+                counts["records"],
+                collator.max_length,
+                counts["longest"],
+            )
+        if counts["dropped_mentions"]:
+            logger.warning(
+                "%d gold mention(s) are cut by max_length=%s and left out of the contrastive term.",
+                counts["dropped_mentions"],
+                collator.max_length,
+            )
+        if counts["unmapped_spans"]:
+            logger.warning(
+                "%d span(s) of the training records map to no prompt token and are left out of the contrastive term.",
+                counts["unmapped_spans"],
+            )
+
+    @property
+    def cllmfs_args(self) -> CLLMFSConfig:
+        return self.args  # type: ignore[return-value]
+
+    def _input_embeddings(self) -> nn.Module:
+        model = self.model
+        embedding = model.get_input_embeddings()
+        if embedding is None:
+            raise ValueError(
+                f"{type(model).__name__} exposes no input embeddings; FGM needs them (set adversarial='none')."
+            )
+        return embedding
+
+    # ---- gradient accumulation: count the contrastive pairs of the whole accumulated batch --------------
+    def get_batch_samples(
+        self, epoch_iterator: Iterator, num_batches: int, device: torch.device
+    ) -> tuple[list, Any]:
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        pairs = torch.tensor(sum(count_contrastive_pairs(b) for b in batch_samples), device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            pairs = self.accelerator.gather(pairs).sum()
+        self._pairs_in_step = pairs
+        return batch_samples, num_items_in_batch
+
+    def _ga_scaled(self, num_items_in_batch: Any) -> bool:
+        """True when the Trainer leaves gradient-accumulation scaling to the loss (TRL's token normalisation)."""
+        if self.loss_is_scaled_for_ga is not None:
+            return bool(self.loss_is_scaled_for_ga)
+        return bool(
+            (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func
+        )
+
+    def _log_term(self, mode: str, name: str, value: torch.Tensor | float) -> None:
+        value = (
+            torch.as_tensor(value, dtype=torch.float32, device=self.accelerator.device).detach().reshape(1)
+        )
+        self._metrics[mode][name].append(float(self.accelerator.gather_for_metrics(value).mean()))
+
+    # ---- loss -------------------------------------------------------------------------------------------
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        args = self.cllmfs_args
+        spans = {k: inputs.pop(k) for k in SPAN_KEYS if k in inputs}
+        mode = "train" if self.model.training else "eval"
+        use_cl = args.contrastive_enabled and bool(spans)
+        capture = _HiddenCapture(self._decoder_layers[self.contrastive_layer_index]) if use_cl else None
+        with capture if capture is not None else contextlib.nullcontext():
+            result = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        loss, outputs = result if return_outputs else (result, None)
+        training = mode == "train" and num_items_in_batch is not None
+        ga = (
+            self.current_gradient_accumulation_steps
+            if training and self._ga_scaled(num_items_in_batch)
+            else 1
+        )
+        self._log_term(mode, "lm_loss", loss.detach() * ga)
+
+        if use_cl:
+            if capture.hidden is None:
+                raise RuntimeError(
+                    f"The forward hook on decoder layer {self.contrastive_layer_index} saw no output: the model's "
+                    "forward does not run its decoder layers as modules. Set decoder_layers_path or contrastive_weight=0."
+                )
+            terms = contrastive_loss_terms(
+                capture.hidden,
+                spans["cl_anchor_span"],
+                spans["cl_positive_spans"],
+                spans["cl_negative_spans"],
+                spans["cl_row_label"],
+                temperature=args.contrastive_temperature,
+                pooling=args.contrastive_pooling,
+                in_batch_negatives=args.in_batch_negatives,
+            )
+            if training and self._pairs_in_step is not None and self._ga_scaled(num_items_in_batch):
+                # Normalise by the pairs of the whole accumulated batch, like TRL's token count for the LM loss.
+                denom = self._pairs_in_step.to(terms.loss_sum.device).clamp(min=1)
+                cl = terms.loss_sum / denom
+                if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                    cl = cl * self.accelerator.num_processes
+            else:
+                cl = terms.loss_sum / max(terms.num_pairs, 1)
+            loss = loss + args.contrastive_weight * cl.to(loss.dtype)
+            self._log_term(mode, "contrastive_loss", cl.detach() * ga)
+            if terms.num_pairs:
+                self._metrics[mode]["contrastive_pos_cos"].append(terms.pos_cos)
+                if terms.neg_cos == terms.neg_cos:  # not NaN
+                    self._metrics[mode]["contrastive_neg_cos"].append(terms.neg_cos)
+        elif args.contrastive_enabled:
+            self._log_term(mode, "contrastive_loss", 0.0)
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        args = self.cllmfs_args
+        if not args.adversarial_enabled:
+            return super().training_step(model, inputs, num_items_in_batch)
+        embedding = self._input_embeddings()
+        # The clean backward must not all-reduce under DDP: the adversarial backward that follows does it once.
+        with _EmbeddingGradCapture(embedding) as capture, self.accelerator.no_sync(model):
+            clean = super().training_step(model, inputs, num_items_in_batch)
+        if capture.output is None or capture.output.grad is None:
+            raise RuntimeError(
+                "FGM found no gradient on the input embedding output after the clean backward: the model's forward "
+                "did not use get_input_embeddings() as a module. Set adversarial='none' for this model."
+            )
+        prepared = self._prepare_inputs(inputs)
+        attention = prepared.get("attention_mask")
+        delta = fgm_perturbation(
+            capture.output.grad, args.adversarial_epsilon, args.adversarial_norm, attention
+        )
+        capture.output.grad = None
+        adv = self._adversarial_loss(model, prepared, embedding, delta, num_items_in_batch)
+        ga_scaled = self._ga_scaled(num_items_in_batch)
+        weighted = args.adversarial_weight * adv
+        if not ga_scaled:
+            weighted = weighted / self.current_gradient_accumulation_steps
+        self.accelerator.backward(weighted)
+        ga = self.current_gradient_accumulation_steps if ga_scaled else 1
+        self._log_term("train", "adversarial_loss", adv.detach() * ga)
+        return clean + weighted.detach()
+
+    def _adversarial_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        embedding: nn.Module,
+        delta: torch.Tensor,
+        num_items_in_batch: Any,
+    ) -> torch.Tensor:
+        """LM loss of a forward on the perturbed embedding outputs, normalised exactly like TRL's LM loss."""
+        model_inputs = {k: v for k, v in inputs.items() if k not in SPAN_KEYS}
+        model_inputs["use_cache"] = False
+        with self.compute_loss_context_manager(), _perturb_embeddings(embedding, delta):
+            outputs = model(**model_inputs, fused_lm_head=True)
+        per_token = -outputs.log_probs
+        if self.args.loss_type == "dft":
+            per_token = per_token * outputs.log_probs.exp().detach()
+        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = per_token.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return loss

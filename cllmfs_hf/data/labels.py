@@ -52,6 +52,25 @@ TYPE_NAME_OVERRIDES: dict[str, str] = {
     "other-chemicalthing": "chemical",
     "event-attack/battle/war/militaryconflict": "attack, battle, war or military conflict",
     "product-software": "software",
+    # Few-NERD fine types whose fine part alone is ambiguous ("other" under eight coarse types) or run together.
+    "art-other": "other work of art",
+    "art-music": "musical work",
+    "building-other": "other building",
+    "event-other": "other event",
+    "location-other": "other location",
+    "organization-other": "other organisation",
+    "person-other": "other person",
+    "product-other": "other product",
+    "event-sportsevent": "sports event",
+    "location-road/railway/highway/transit": "road, railway, highway or transit",
+    "organization-education": "educational institution",
+    "organization-government/governmentagency": "government or government agency",
+    "organization-media/newspaper": "media or newspaper",
+    "other-astronomything": "astronomical object",
+    "other-educationaldegree": "educational degree",
+    "other-livingthing": "living thing",
+    "other-medical": "medical term",
+    "person-artist/author": "artist or author",
 }
 
 

@@ -154,7 +154,7 @@ def contrastive_loss_terms(
     Negatives of a mention: its row's ``negative_spans`` plus, with ``in_batch_negatives``, the gold mentions of
     the rows whose ``row_labels`` differ. A batch without pairs returns an exact 0 (never NaN).
     """
-    bsz, seq_len, _ = hidden.shape
+    bsz, seq_len, hidden_size = hidden.shape
     num_m = positive_spans.shape[1]
     anchor_valid = (anchor_spans[:, 0] >= 0) & (anchor_spans[:, 1] > anchor_spans[:, 0])
     pos_valid = (positive_spans[..., 0] >= 0) & (positive_spans[..., 1] > positive_spans[..., 0])
@@ -168,7 +168,7 @@ def contrastive_loss_terms(
     positive, _ = pool_spans(hidden, positive_spans, pooling)  # [B, M, H]
     num_k = negative_spans.shape[2]
     negative, neg_valid = pool_spans(hidden, negative_spans.reshape(bsz, num_m * num_k, 2), pooling)
-    negative = negative.reshape(bsz, num_m, num_k, -1)
+    negative = negative.reshape(bsz, num_m, num_k, hidden_size)
     neg_valid = neg_valid.reshape(bsz, num_m, num_k)
 
     rows, mentions = pos_valid.nonzero(as_tuple=True)

@@ -446,3 +446,19 @@ def test_from_hf_dataset_errors():
     )
     with pytest.raises(DataFormatError, match=r"^datasets.Dataset:1: 'I-LOC' after 'O' continues no entity"):
         from_hf_dataset(stray, scheme="bio")
+
+
+def test_from_hf_dataset_rejects_non_datasets():
+    ds = datasets.Dataset.from_dict({"tokens": [["Ada"]], "ner_tags": [["B-PER"]]})
+    with pytest.raises(TypeError, match=r"DatasetDict with splits \['train'\].*dataset\['train'\]"):
+        from_hf_dataset(datasets.DatasetDict({"train": ds}))
+    with pytest.raises(TypeError, match="takes a datasets.Dataset, got list"):
+        from_hf_dataset([{"tokens": ["Ada"], "ner_tags": ["B-PER"]}])
+
+
+def test_docstart_line_does_not_decide_the_separator(tmp_path):
+    path = tmp_path / "doc.tsv"
+    path.write_text("-DOCSTART- -X- O\n\nNew York\tB-LOC\nis\tO\n", encoding="utf-8")
+    (sentence,) = read_conll(path)
+    assert sentence.tokens == ["New York", "is"] and sentence.source == f"{path}:3"
+    assert sentence.mention_text(sentence.mentions[0]) == "New York"

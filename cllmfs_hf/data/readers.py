@@ -347,13 +347,13 @@ def _parse_columns(path: Path, token_column: int, tag_column: int) -> list[_RawS
         if not ln.strip():
             flush()
             continue
-        if sep is None and n_cols is None:
+        if ln.split(None, 1)[0] == "-DOCSTART-":
+            flush()
+            continue
+        if n_cols is None:  # the first token line decides the separator and the column count
             sep = "\t" if "\t" in ln else None
             first_line = lineno
         fields = [f.strip() for f in ln.split(sep)] if sep == "\t" else ln.split()
-        if fields and fields[0] == "-DOCSTART-":
-            flush()
-            continue
         if n_cols is None:
             n_cols = len(fields)
             if n_cols < 2:
@@ -570,6 +570,9 @@ def read_jsonl(path: str | Path) -> list[AnnotatedSentence]:
       mention, ``end`` exclusive;
     - other keys (ids, metadata) are ignored.
 
+    Overlapping spans are kept as given (nested mentions of different types are valid input for per-type
+    extraction); exact duplicates are an error.
+
     Tokens are the whitespace-separated pieces of ``text``, split further at mention boundaries so every
     mention starts and ends on a token boundary (``to_bio()`` works).
 
@@ -688,7 +691,8 @@ def from_hf_dataset(
 
     Tags may be strings (``"B-PER"``) or integers whose names come from the column's
     ``Sequence(ClassLabel(names=[...]))`` feature. ``scheme`` and ``strict`` work as in :func:`read_conll`.
-    ``source`` is ``"name:row"`` (``name`` defaults to the dataset's ``info.dataset_name`` and split).
+    ``source`` is ``"name:row"`` with the 0-based row index (``name`` defaults to the dataset's
+    ``info.dataset_name`` and split); errors name the row the same way.
 
     Example:
         >>> import datasets
@@ -699,6 +703,18 @@ def from_hf_dataset(
         >>> s.mention_text(s.mentions[0])
         'Ada Lovelace'
     """
+    import datasets
+
+    if isinstance(dataset, datasets.DatasetDict):
+        raise TypeError(
+            f"from_hf_dataset takes one split, got a DatasetDict with splits {list(dataset)}. "
+            "Fix: pass dataset['train'] (or the split you want)."
+        )
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(
+            f"from_hf_dataset takes a datasets.Dataset, got {type(dataset).__name__}. Fix: build one with "
+            "datasets.Dataset.from_dict(...) or load_dataset(...)[split] (an IterableDataset: materialise it first)."
+        )
     if name is None:
         info = getattr(dataset, "info", None)
         base = getattr(info, "dataset_name", None) or "datasets.Dataset"
@@ -832,7 +848,10 @@ _SPLIT_PATTERNS: dict[str, re.Pattern[str]] = {
     "dev": re.compile(r"(?<![a-z])(dev|devel|development|valid|validation|val)(?![a-z])"),
     "test": re.compile(r"(?<![a-z])test(ing)?(?![a-z])"),
 }
-_DOC_NAMES = re.compile(r"^(readme|license|licence|source|changelog|notice|copying|citation)", re.IGNORECASE)
+_DOC_NAMES = re.compile(
+    r"^(readme|license|licence|copying|notice|source|sources|changelog|changes|citation|authors)(\.|$)",
+    re.IGNORECASE,
+)
 
 
 def _is_data_file(path: Path) -> bool:

@@ -420,18 +420,23 @@ class ScoreAccumulator:
         self._update(gold, pred)
 
     def add_batch(self, gold: Sequence[Iterable[SpanLike]], pred: Sequence[Iterable[SpanLike]]) -> None:
-        """Add several sentences given as span lists (``gold[i]`` and ``pred[i]`` belong to sentence i)."""
+        """Add several sentences given as span lists (``gold[i]`` and ``pred[i]`` belong to sentence i).
+
+        All or nothing: when a sentence is invalid, the error names it and no sentence of the batch is added.
+        """
         _check_same_length(gold, pred)
-        offset = self.num_sentences
+        batch, offset = ScoreAccumulator(), self.num_sentences
         for i, (g, p) in enumerate(zip(gold, pred)):
-            self.add(g, p, sentence_index=offset + i)
+            batch.add(g, p, sentence_index=offset + i)
+        self.merge(batch)
 
     def add_bio_batch(self, gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> None:
-        """Add several sentences given as IOB2 tag sequences."""
+        """Add several sentences given as IOB2 tag sequences (all or nothing, like :meth:`add_batch`)."""
         _check_same_length(gold, pred)
-        offset = self.num_sentences
+        batch, offset = ScoreAccumulator(), self.num_sentences
         for i, (g, p) in enumerate(zip(gold, pred)):
-            self.add_bio(g, p, sentence_index=offset + i)
+            batch.add_bio(g, p, sentence_index=offset + i)
+        self.merge(batch)
 
     def merge(self, other: ScoreAccumulator) -> ScoreAccumulator:
         """Add ``other``'s counts into this accumulator (e.g. another episode or process) and return self."""
@@ -541,22 +546,24 @@ def evaluate_sentences(
             "(an empty list for a sentence without predictions)."
         )
     acc = accumulator if accumulator is not None else ScoreAccumulator()
-    offset = acc.num_sentences
+    batch, offset = ScoreAccumulator(), acc.num_sentences
     for i, (sentence, mentions) in enumerate(zip(gold, pred)):
         if not isinstance(sentence, AnnotatedSentence):
             raise ValueError(
-                f"sentence {i}: gold entries must be AnnotatedSentence, got {type(sentence).__name__}."
+                f"sentence {offset + i}: gold entries must be AnnotatedSentence, got {type(sentence).__name__}."
             )
         where = _where(offset + i, sentence.source)
+        if isinstance(mentions, Iterable) and not isinstance(mentions, (Sequence, Mapping, str, bytes)):
+            mentions = list(mentions)  # a generator is read once here, then scored
         pred_set, _ = _as_span_set(mentions, where, "prediction")
-        for start, end, label in pred_set:
+        for start, end, label in sorted(pred_set):
             if end > len(sentence.text):
                 raise ValueError(
                     f"{where}predicted span {(start, end, label)!r} ends after the sentence text "
                     f"(length {len(sentence.text)}): predictions must be character offsets into the sentence."
                 )
-        acc.add(sentence.mentions, mentions, sentence_index=offset + i, source=sentence.source)
-    return acc.result()
+        batch.add(sentence.mentions, mentions, sentence_index=offset + i, source=sentence.source)
+    return acc.merge(batch).result()
 
 
 def load_metric(**kwargs: Any):

@@ -135,6 +135,23 @@ def test_bad_inputs_raise_clear_errors():
         TypeScores.from_counts(-1, 0, 0)
 
 
+def test_batches_are_all_or_nothing_and_generators_are_read_once():
+    acc = ScoreAccumulator()
+    acc.add([(0, 1, "A")], [(0, 1, "A")])
+    before = acc.result()
+    with pytest.raises(ValueError, match="sentence 2: gold tag #0"):
+        acc.add_bio_batch([["B-A"], ["Z"]], [["B-A"], ["O"]])
+    with pytest.raises(ValueError, match="sentence 2: prediction span #0"):
+        acc.add_batch([[(0, 1, "A")], []], [[(0, 1, "A")], [(2, 1, "A")]])
+    assert acc.result() == before
+    s = AnnotatedSentence.from_tokens(["Ada", "met", "Bob"], [(0, 1, "PER"), (2, 3, "PER")])
+    scores = evaluate_sentences([s], [(m for m in s.mentions)])
+    assert (scores.tp, scores.fp, scores.fn) == (2, 0, 0)
+    with pytest.raises(ValueError, match="ends after the sentence text"):
+        evaluate_sentences([s, s], [[], [(0, 99, "PER")]], accumulator=acc)
+    assert acc.result() == before
+
+
 def test_span_dicts_and_numpy_ints_are_accepted():
     import numpy as np
 

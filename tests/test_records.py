@@ -303,8 +303,7 @@ def test_all_fewnerd_fine_types_have_distinct_names_and_descriptions():
     names = {type_name(label) for label in FEWNERD_66}
     assert len(names) == 66
     assert "other" not in names
-    descriptions = {describe_type(label) for label in FEWNERD_66}
-    assert len(descriptions) >= 64  # GPE and language-like entries may share wording with OntoNotes types
+    assert len({describe_type(label) for label in FEWNERD_66}) == 66
     for label in FEWNERD_66:
         assert label.lower() in TYPE_DESCRIPTIONS, label
 

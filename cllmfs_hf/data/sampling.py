@@ -116,8 +116,9 @@ def greedy_kshot(
     types in that sentence. Every type ends with at least ``k`` mentions; there is no upper bound.
 
     With ``labels`` given, only those types are sampled and mentions of other types are removed from the
-    returned copies (they would otherwise be unlabelled entities of types outside the task). The result keeps
-    the pool order; it is a pure function of (pool order, ``k``, ``labels``, ``seed``).
+    returned copies (they would otherwise be unlabelled entities of types outside the task); without
+    ``labels`` the pool's own sentence objects are returned. The result keeps the pool order; it is a pure
+    function of (pool order, ``k``, ``labels``, ``seed``).
 
     Raises:
         SamplingError: a type has fewer than ``k`` mentions in the whole pool, or a requested label is absent.
@@ -248,8 +249,9 @@ def sample_episode(
 
     Mentions of types outside the N, ``other_types``:
 
-    - ``"exclude"`` (default, Few-NERD's sampler): a sentence with any other type is not a candidate, so no
-      real entity is silently turned into O;
+    - ``"exclude"`` (default, as Few-NERD's own sampler, whose ``Sample.valid`` admits a sentence only when
+      all its types are among the N): a sentence with any other type is not a candidate, so no real entity
+      is turned into O;
     - ``"drop"``: such sentences are candidates and their other-type mentions are removed from the returned
       copies (Few-NERD's data loader relabels them O). More candidates; some entities become unlabelled.
 

@@ -128,7 +128,9 @@ def build_tiny_causal_lm(family: str, vocab_size: int, seed: int = 0, num_layers
         bos_token_id=None,
         tie_word_embeddings=True,
     )
-    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "gemma": GemmaConfig}[family]
+    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "gemma": GemmaConfig}[
+        family
+    ]
     if family == "gemma":
         common["head_dim"] = 8
     torch.manual_seed(seed)

@@ -92,7 +92,14 @@ def type_name(label: str) -> str:
         return TYPE_NAME_OVERRIDES[key]
     # Few-NERD coarse-fine labels: the fine part is the readable type ("person-actor" -> "actor").
     if "-" in key and key.split("-", 1)[0] in {
-        "person", "location", "organization", "building", "art", "product", "event", "other",
+        "person",
+        "location",
+        "organization",
+        "building",
+        "art",
+        "product",
+        "event",
+        "other",
     }:
         key = key.split("-", 1)[1]
     key = re.sub(r"[_\-/]+", " ", key)

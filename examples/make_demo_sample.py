@@ -30,7 +30,9 @@ def write_bio(sentences: list[AnnotatedSentence], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", type=Path, default=Path("../shared/data/crossner/politics"))
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--test_size", type=int, default=50)
@@ -46,8 +48,10 @@ def main() -> None:
     license_file = args.source.parent / "LICENSE.CrossNER-MIT"
     if license_file.is_file():
         shutil.copy(license_file, args.out / "LICENSE")
-    print(f"support: {len(support)} sentences, {sum(len(s.mentions) for s in support)} mentions; "
-          f"test: {len(test)} sentences, {sum(len(s.mentions) for s in test)} mentions -> {args.out}")
+    print(
+        f"support: {len(support)} sentences, {sum(len(s.mentions) for s in support)} mentions; "
+        f"test: {len(test)} sentences, {sum(len(s.mentions) for s in test)} mentions -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

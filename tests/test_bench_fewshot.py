@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import fewshot  # noqa: E402
 from benchmarks.encoder_baseline import default_encoder_path  # noqa: E402
 from benchmarks.fewshot import (  # noqa: E402
+    CORE_SYSTEMS,
+    SOURCE_SYSTEM,
     SYSTEMS,
     BenchConfig,
     SchemaError,
@@ -80,6 +82,23 @@ def tiny_dataset(tmp_path: Path, shared_data: Path) -> Path:
         json.dumps({"politician": "names of elected officials"}), "utf-8"
     )
     (folder / "SOURCE.md").write_text("Sentences from CrossNER politics (MIT), restricted to two types.\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_source(tmp_path: Path, shared_data: Path) -> Path:
+    """The first real WikiGold sentences (IOB1, CoNLL types), one file that names no split."""
+    folder = tmp_path / "tiny_wikigold"
+    folder.mkdir()
+    lines = (shared_data / "wikigold" / "wikigold.conll.txt").read_text(encoding="utf-8").splitlines()
+    kept, sentences = [], 0
+    for line in lines:
+        kept.append(line)
+        if not line.strip():
+            sentences += 1
+            if sentences == 12:
+                break
+    (folder / "wikigold_sample.conll").write_text("\n".join(kept) + "\n", encoding="utf-8")
     return folder
 
 
@@ -160,7 +179,9 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
     cfg = config_from_args(
         ["--preset", "full", "--datasets", str(tiny_dataset), "--max-test-sentences", "all"]
     )
-    assert cfg.systems == list(SYSTEMS) and cfg.k == [1, 5] and cfg.seeds == [0, 1, 2]
+    assert cfg.systems == list(CORE_SYSTEMS) and cfg.k == [1, 5] and cfg.seeds == [0, 1, 2]
+    with pytest.raises(ValueError, match="needs --source-dataset"):
+        config_from_args(["--datasets", str(tiny_dataset), "--systems", "sft", SOURCE_SYSTEM])
     assert cfg.max_test_sentences is None and cfg.max_steps is None
     with pytest.raises(FileNotFoundError, match="not a folder"):
         BenchConfig(datasets=[str(tiny_dataset / "missing")])
@@ -181,7 +202,7 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
 
 @pytest.mark.slow
 def test_harness_end_to_end(
-    tiny_dataset, tiny_llm_dir, tiny_encoder_dir, tmp_path, one_thread, capsys
+    tiny_dataset, tiny_source, tiny_llm_dir, tiny_encoder_dir, tmp_path, one_thread, capsys
 ) -> None:
     output = tmp_path / "bench" / "fewshot.json"
     argv = [
@@ -191,6 +212,9 @@ def test_harness_end_to_end(
         "--k", "1",
         "--seeds", "0", "1",
         "--systems", *SYSTEMS,
+        "--source-dataset", str(tiny_source),
+        "--source-sentences", "4",
+        "--source-steps", "1",
         "--max-test-sentences", "3",
         "--max-steps", "2",
         "--batch-size", "2",
@@ -214,6 +238,7 @@ def test_harness_end_to_end(
         else:
             assert run["steps"] == run["planned_steps"] == 2, run["system"]
             assert run["train_seconds"] > 0
+        assert run["source_steps"] == (1 if run["system"] == SOURCE_SYSTEM else 0)
         assert run["eval_seconds"] > 0
     zero = [r for r in runs if r["system"] == "zero_shot"]
     assert [r["reused"] for r in zero] == [False, True]
@@ -236,6 +261,9 @@ def test_harness_end_to_end(
     pairs = {(c["system_a"], c["system_b"]) for c in result["comparisons"]}
     assert ("sft", "cllmfs_full") in pairs and ("sft", "cllmfs_infonce") in pairs
     assert ("cllmfs_infonce", "cllmfs_full") in pairs and ("encoder", "cllmfs_full") in pairs
+    assert ("cllmfs_full", SOURCE_SYSTEM) in pairs
+    assert result["source"]["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
+    assert result["source"]["sentences"] == 12 and result["source"]["sentences_per_run"] == 4
     for c in result["comparisons"]:
         assert c["low"] <= c["high"] and c["n_sentences"] == 3 and c["n_seeds"] == 2
 
@@ -243,7 +271,10 @@ def test_harness_end_to_end(
     png = Path(result["artifacts"]["plot"])
     assert md == output.with_suffix(".md") and png == output.with_suffix(".png")
     text = md.read_text(encoding="utf-8")
-    assert "| dataset | K | zero_shot | sft | cllmfs_infonce | cllmfs_full | encoder |" in text
+    assert (
+        "| dataset | K | zero_shot | sft | cllmfs_infonce | cllmfs_full | encoder | source_then_target |"
+        in text
+    )
     assert "| **average** | 1 |" in text and "Paired differences" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "| tiny_politics | 1 |" in capsys.readouterr().out

@@ -222,9 +222,10 @@ def _convert_into(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
         )
     except (ValueError, KeyError, NotImplementedError) as err:
         raise ValueError(
-            f"Could not convert GGUF file {gguf_path}: transformers {transformers.__version__} does not "
-            f"support it ({type(err).__name__}: {err}). Use a GGUF of a supported architecture (llama, "
-            "mistral, qwen2, gemma, ...) or a safetensors checkpoint folder / Hub id."
+            f"Could not convert GGUF file {gguf_path}: transformers {transformers.__version__} cannot read "
+            f"it or does not support its architecture ({type(err).__name__}: {err}). Check the file is a "
+            "complete GGUF v2/v3 of an architecture transformers supports (llama, mistral, qwen2, gemma, "
+            "...), or pass a safetensors checkpoint folder / Hub id."
         ) from err
     _strip_quantizer(model)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:

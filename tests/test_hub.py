@@ -561,3 +561,18 @@ def test_eval_result_spec_round_trip():
     spec = EvalResultSpec.from_mapping(EVAL)
     assert EvalResultSpec.from_mapping(spec.to_dict()) == spec
     assert spec.full_name == "CrossNER politics (5-shot, greedy sampling, 3 seeds)"
+
+
+def test_the_cards_code_snippets_run(tiny_adapter, capsys):
+    """The PEFT-way and logits-processor snippets of the card, run as written on the saved adapter."""
+    import re
+
+    folder = tiny_adapter["folder"]
+    card = build_model_card(NERAdapterConfig.load(folder), example_text="Angela Merkel visited Paris .")
+    blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    assert len(blocks) == 3 and "NERExtractor.from_pretrained" in blocks[0]
+    namespace: dict = {}  # the processor snippet continues the PEFT one, as a reader would run them
+    for code in blocks[1:]:
+        exec(compile(code.replace("path/to/this/adapter", str(folder)), "<model card>", "exec"), namespace)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed and printed[-1].startswith("PER [")

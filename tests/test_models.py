@@ -255,3 +255,148 @@ def test_portable_id_of_another_gguf_conversion_is_its_source(tmp_path):
     (folder / CONVERSION_MANIFEST).write_text(json.dumps({"hub_id": None, "source_gguf": "/models/x.gguf"}))
     assert portable_model_id(str(folder)) == "/models/x.gguf"
     assert portable_model_id("org/model") == "org/model"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Any GGUF a user points at: a tiny Llama GGUF written here with the gguf package (byte-level BPE tokenizer)
+# ---------------------------------------------------------------------------------------------------------
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _byte_level_alphabet() -> list[str]:
+    """The 256 characters GPT-2 style byte-level BPE uses for the bytes 0..255."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    chars = {b: b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + extra
+            extra += 1
+    return [chr(chars[b]) for b in range(256)]
+
+
+def write_tiny_llama_gguf(path: Path, *, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """A float32 Llama GGUF with random weights and a byte-level BPE tokenizer (265 tokens)."""
+    import gguf
+    import numpy as np
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    merges = ["Ġ t", "Ġ a", "h e", "i n", "Ġt he", "e r"]
+    tokens = specials + _byte_level_alphabet() + [m.replace(" ", "") for m in merges]
+    heads, kv_heads, ffn = 4, 2, 2 * hidden
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama-test")
+    writer.add_block_count(layers)
+    writer.add_context_length(512)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(hidden // heads)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("smollm")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3] * len(specials) + [1] * (len(tokens) - len(specials)))
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(TINY_CHAT_TEMPLATE)
+    rng = np.random.default_rng(seed)
+
+    def weight(*shape: int):
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    kv = hidden // heads * kv_heads
+    writer.add_tensor("token_embd.weight", weight(len(tokens), hidden))
+    for i in range(layers):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(hidden, np.float32))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", weight(hidden, hidden))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", weight(kv, hidden))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", weight(kv, hidden))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", weight(hidden, hidden))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(ffn, hidden))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(ffn, hidden))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(hidden, ffn))
+    writer.add_tensor("output_norm.weight", np.ones(hidden, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_any_gguf_file_converts_once_and_loads_trainable(tmp_path, monkeypatch):
+    import torch
+
+    gguf_path = write_tiny_llama_gguf(tmp_path / "Tiny-Llama.F32.gguf")
+    monkeypatch.setenv("CLLMFS_CACHE", str(tmp_path / "cache"))
+    calls = _count_gguf_reads(monkeypatch)
+    model = load_base_model(str(gguf_path))
+    assert calls, "the first load converts the GGUF"
+    folder = Path(model.config.name_or_path)
+    assert folder.parent == tmp_path / "cache" and folder.name.startswith("tiny-llama.f32-")
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (2, 64)
+    assert getattr(model, "hf_quantizer", None) is None
+    loss = model(input_ids=torch.tensor([[3, 70, 80, 2]]), labels=torch.tensor([[3, 70, 80, 2]])).loss
+    loss.backward()
+    assert model.model.embed_tokens.weight.grad is not None
+    manifest = json.loads((folder / CONVERSION_MANIFEST).read_text())
+    assert manifest["hub_id"] is None and manifest["source_gguf"] == str(gguf_path.resolve())
+    # Adapters saved on it record the GGUF path, which resolves to the same conversion again.
+    assert portable_model_id(str(folder)) == str(gguf_path.resolve())
+    calls.clear()
+    tokenizer = load_tokenizer(str(gguf_path))
+    assert resolve_model_path(str(gguf_path)) == str(folder)
+    assert resolve_model_path(str(tmp_path), gguf_file=gguf_path.name) == str(folder)
+    assert calls == []
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|im_end|>"
+    assert tokenizer.decode(tokenizer("the cat, Ünï").input_ids) == "the cat, Ünï"
+
+
+def test_conversion_killed_after_writing_the_weights_is_redone(tmp_path):
+    """A conversion that dies after writing everything but its completeness marker is never used."""
+    gguf_path = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    cache = tmp_path / "cache"
+    script = textwrap.dedent(
+        """
+        import os, sys
+        import cllmfs_hf.models as m
+
+        def killed(folder, manifest):
+            os._exit(int(os.environ["KILLED_EXIT_CODE"]))
+
+        m._write_manifest = killed
+        m.convert_gguf(sys.argv[1], cache_dir=sys.argv[2])
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KILLED_EXIT_CODE": str(KILLED_EXIT_CODE)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(gguf_path), str(cache)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == KILLED_EXIT_CODE, proc.stderr[-2000:]
+    (leftover,) = [p for p in cache.iterdir() if ".tmp-" in p.name]
+    assert (leftover / "model.safetensors").stat().st_size > 0 and not (
+        leftover / CONVERSION_MANIFEST
+    ).exists()
+    assert not [p for p in cache.iterdir() if not p.name.startswith(".")]
+    folder = convert_gguf(gguf_path, cache_dir=cache)
+    assert (folder / CONVERSION_MANIFEST).is_file() and not leftover.exists()
+    assert [p for p in cache.iterdir() if not p.name.startswith(".")] == [folder]

@@ -1,0 +1,403 @@
+"""CLLMFSConfig and CLLMFSTrainer on tiny random models (Llama, Qwen2, Mistral, Gemma) built from configs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cllmfs_hf.collator import CLLMFSDataCollator
+from cllmfs_hf.config import CLLMFSConfig, resolve_layer_index
+from cllmfs_hf.data.readers import read_conll
+from cllmfs_hf.data.records import build_records, label_set, records_to_dataset
+from cllmfs_hf.losses import contrastive_loss_terms
+from cllmfs_hf.trainer import CLLMFSTrainer, find_decoder_layers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is ~10x faster than oversubscribed ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def politics(shared_data):
+    return read_conll(shared_data / "crossner" / "politics" / "train.txt")
+
+
+@pytest.fixture(scope="module")
+def records(politics):
+    return build_records(politics[:16], negative_ratio=0.2, seed=0)
+
+
+def _config(tmp_path, **overrides) -> CLLMFSConfig:
+    base = dict(
+        output_dir=str(tmp_path),
+        report_to="none",
+        use_cpu=True,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=False,
+        seed=0,
+        max_length=512,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    base.update(overrides)
+    return CLLMFSConfig(**base)
+
+
+def _lora(**kw):
+    from peft import LoraConfig
+
+    return LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": "all-linear", "lora_dropout": 0.0, **kw})
+
+
+def _trainer(model, tokenizer, records, args, **kw):
+    return CLLMFSTrainer(
+        model, args=args, train_dataset=records_to_dataset(records), processing_class=tokenizer, **kw
+    )
+
+
+# ---- config ----------------------------------------------------------------------------------------------
+def test_config_defaults_and_validation(tmp_path):
+    cfg = CLLMFSConfig(output_dir=str(tmp_path), report_to="none")
+    assert cfg.remove_unused_columns is False and cfg.dataset_kwargs == {"skip_prepare_dataset": True}
+    assert cfg.contrastive_enabled and cfg.adversarial_enabled
+    assert (
+        CLLMFSConfig(
+            output_dir=str(tmp_path), report_to="none", remove_unused_columns=True
+        ).remove_unused_columns
+        is False
+    )
+    bad = [
+        (dict(packing=True), "packing=False"),
+        (dict(padding_free=True), "padding_free=False"),
+        (dict(contrastive_layer=1.5), r"\(0, 1\]"),
+        (dict(contrastive_layer=0.0), r"\(0, 1\]"),
+        (dict(contrastive_temperature=0.0), "contrastive_temperature"),
+        (dict(contrastive_pooling="max"), "contrastive_pooling"),
+        (dict(contrastive_weight=-1.0), "contrastive_weight"),
+        (dict(adversarial="pgd"), "adversarial="),
+        (dict(adversarial_epsilon=0.0), "adversarial_epsilon"),
+        (dict(adversarial_norm="batch"), "adversarial_norm"),
+        (dict(boundary_shift=0), "boundary_negatives=False"),
+        (dict(max_negatives=0), "max_negatives"),
+        (dict(dataset_kwargs={"skip_prepare_dataset": False}), "skip_prepare_dataset"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            CLLMFSConfig(output_dir=str(tmp_path), report_to="none", **kwargs)
+    assert [resolve_layer_index(x, 4) for x in (0.75, 1.0, 0.1, 0, -1, 2, 3.0)] == [2, 3, 0, 0, 3, 2, 3]
+    with pytest.raises(ValueError, match="out of range"):
+        resolve_layer_index(4, 4)
+
+
+# ---- gradients: only LoRA, with FGM, under every checkpointing mode --------------------------------------
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("checkpointing", ["off", "non-reentrant", "reentrant"])
+def test_only_lora_trains_with_fgm(
+    family, checkpointing, sentencepiece_tokenizer, tiny_model_factory, records, tmp_path
+):
+    from transformers import TrainerCallback
+
+    model = tiny_model_factory(family, sentencepiece_tokenizer)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ckpt = dict(gradient_checkpointing=checkpointing != "off")
+    if checkpointing != "off":
+        ckpt["gradient_checkpointing_kwargs"] = {"use_reentrant": checkpointing == "reentrant"}
+    args = _config(tmp_path, adversarial="fgm", contrastive_weight=0.5, **ckpt)
+
+    seen: set[str] = set()
+
+    class GradNames(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            seen.update(
+                n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0
+            )
+
+    trainer = _trainer(
+        model, sentencepiece_tokenizer, records, args, peft_config=_lora(), callbacks=[GradNames()]
+    )
+    trainer.train()
+    assert seen and all("lora_" in n for n in seen), sorted(seen)[:5]
+    assert any("lora_A" in n for n in seen) and any("embed" not in n for n in seen)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2
+    for h in logs:
+        assert all(math.isfinite(h[k]) for k in ("loss", "lm_loss", "contrastive_loss", "adversarial_loss"))
+        assert h["adversarial_loss"] > 0
+        assert h["loss"] == pytest.approx(
+            h["lm_loss"] + 0.5 * h["contrastive_loss"] + h["adversarial_loss"], rel=1e-4
+        )
+    base = trainer.model.get_base_model()
+    after = {n: p for n, p in base.named_parameters() if "lora_" not in n}
+    for name, p in after.items():
+        key = name.replace(".base_layer", "")
+        assert torch.equal(p.detach(), before[key]), f"{name} changed"
+    emb = base.get_input_embeddings().weight
+    assert torch.equal(emb.detach(), before["model.embed_tokens.weight"])
+
+
+# ---- weight 0 == plain SFTTrainer -----------------------------------------------------------------------
+def test_zero_weights_give_exactly_the_sft_loss(
+    sentencepiece_tokenizer, tiny_model_factory, records, tmp_path
+):
+    from trl import SFTConfig, SFTTrainer
+
+    common = dict(
+        report_to="none",
+        use_cpu=True,
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        seed=7,
+        bf16=False,
+        disable_tqdm=True,
+    )
+    lora = _lora(lora_dropout=0.1)  # dropout consumes the RNG: both must consume it identically
+    sft = SFTTrainer(
+        tiny_model_factory("llama", sentencepiece_tokenizer),
+        args=SFTConfig(output_dir=str(tmp_path / "sft"), **common),
+        train_dataset=records_to_dataset(records),
+        processing_class=sentencepiece_tokenizer,
+        peft_config=lora,
+    )
+    sft.train()
+    ours = CLLMFSTrainer(
+        tiny_model_factory("llama", sentencepiece_tokenizer),
+        args=CLLMFSConfig(
+            output_dir=str(tmp_path / "ours"), contrastive_weight=0.0, adversarial_weight=0.0, **common
+        ),
+        train_dataset=records_to_dataset(records),
+        processing_class=sentencepiece_tokenizer,
+        peft_config=_lora(lora_dropout=0.1),
+    )
+    ours.train()
+    sft_losses = [h["loss"] for h in sft.state.log_history if "loss" in h]
+    our_logs = [h for h in ours.state.log_history if "loss" in h]
+    assert len(sft_losses) == 3
+    assert [h["loss"] for h in our_logs] == sft_losses
+    assert [h["lm_loss"] for h in our_logs] == pytest.approx(sft_losses, rel=1e-6)
+    sft_params = dict(sft.model.named_parameters())
+    for name, p in ours.model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, sft_params[name]), name
+
+
+# ---- gradient accumulation ------------------------------------------------------------------------------
+def _one_sgd_step_delta(model_factory, tokenizer, records, tmp_path, tag, batch, accumulation, **terms):
+    model = model_factory("llama", tokenizer, seed=3)
+    args = _config(
+        tmp_path / tag,
+        max_steps=1,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        in_batch_negatives=False,
+        **terms,
+    )
+    trainer = _trainer(model, tokenizer, records, args, peft_config=_lora(init_lora_weights=False))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    return torch.cat(
+        [(p.detach() - before[n]).flatten() for n, p in trainer.model.named_parameters() if n in before]
+    )
+
+
+def test_gradient_accumulation_matches_a_big_batch_for_each_term(
+    sentencepiece_tokenizer, tiny_model_factory, records, tmp_path
+):
+    with_mentions = [r for r in records if r["spans"]]
+    by_count = sorted(with_mentions, key=lambda r: len(r["spans"]))
+    data = [by_count[0], by_count[-1], by_count[1], by_count[-2]]  # unequal mention counts per micro-batch
+    assert len({len(r["spans"]) for r in data}) > 1
+    settings = {
+        "lm": dict(contrastive_weight=0.0, adversarial="none"),
+        "contrastive": dict(contrastive_weight=1.0, adversarial="none"),
+        "adversarial": dict(
+            contrastive_weight=0.0, adversarial="fgm", adversarial_weight=1.0, adversarial_epsilon=0.5
+        ),
+    }
+    deltas = {}
+    for name, terms in settings.items():
+        for batch, acc in ((4, 1), (2, 2)):
+            deltas[name, acc] = _one_sgd_step_delta(
+                tiny_model_factory,
+                sentencepiece_tokenizer,
+                data,
+                tmp_path,
+                f"{name}{acc}",
+                batch,
+                acc,
+                **terms,
+            )
+    assert torch.allclose(deltas["lm", 1], deltas["lm", 2], rtol=1e-4, atol=1e-6)
+    for term in ("contrastive", "adversarial"):
+        big = deltas[term, 1] - deltas["lm", 1]
+        small = deltas[term, 2] - deltas["lm", 2]
+        assert big.norm() > 1e-4, f"the {term} term did not change the update"
+        assert (big - small).norm() <= 1e-3 * big.norm(), f"{term}: accumulation changes the update"
+
+
+# ---- the contrastive term does what it says -------------------------------------------------------------
+def _probe(trainer, batch) -> tuple[float, float]:
+    """(mean anchor-positive cosine - mean anchor-negative cosine, mean InfoNCE) at the contrastive layer."""
+    model = trainer.model
+    model.eval()
+    with torch.no_grad():
+        out = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
+        )
+        terms = contrastive_loss_terms(
+            out.hidden_states[trainer.contrastive_layer_index + 1],
+            batch["cl_anchor_span"],
+            batch["cl_positive_spans"],
+            batch["cl_negative_spans"],
+            batch["cl_row_label"],
+            temperature=0.1,
+            in_batch_negatives=True,
+        )
+    return terms.pos_cos - terms.neg_cos, terms.loss_sum.item() / terms.num_pairs
+
+
+def test_contrastive_term_raises_anchor_positive_cosine(
+    sentencepiece_tokenizer, tiny_model_factory, politics, tmp_path
+):
+    train = [r for r in build_records(politics[:40]) if r["spans"]]
+    probe = CLLMFSDataCollator(sentencepiece_tokenizer)(train[:16])
+    result = {}
+    for weight in (0.0, 1.0):
+        args = _config(
+            tmp_path / str(weight),
+            max_steps=30,
+            per_device_train_batch_size=8,
+            learning_rate=3e-3,
+            contrastive_weight=weight,
+            adversarial="none",
+        )
+        model = tiny_model_factory("llama", sentencepiece_tokenizer)
+        trainer = _trainer(model, sentencepiece_tokenizer, train, args, peft_config=_lora(r=8, lora_alpha=16))
+        start = _probe(trainer, probe)
+        trainer.train()
+        result[weight] = (start, _probe(trainer, probe))
+    (margin_start, loss_start), (margin_end, loss_end) = result[1.0]
+    (plain_start, _), (plain_margin, plain_loss) = result[0.0]
+    assert plain_start == pytest.approx(margin_start, abs=1e-6)  # the same initial model
+    assert margin_end > margin_start + 0.1, result
+    assert margin_end > plain_margin + 0.1, result
+    assert loss_end < loss_start and loss_end < plain_loss, result
+
+
+# ---- logging, empty batches, the same forward -----------------------------------------------------------
+def test_batch_without_mentions_logs_exact_zero(
+    sentencepiece_tokenizer, tiny_model_factory, politics, tmp_path
+):
+    negatives = [r for r in build_records(politics[:8], label_set(politics)) if not r["spans"]][:8]
+    assert len(negatives) == 8
+    args = _config(tmp_path, contrastive_weight=1.0, adversarial="fgm")
+    trainer = _trainer(
+        tiny_model_factory("qwen2", sentencepiece_tokenizer),
+        sentencepiece_tokenizer,
+        negatives,
+        args,
+        peft_config=_lora(),
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert logs and all(h["contrastive_loss"] == 0.0 for h in logs)
+    assert all(math.isfinite(h["loss"]) and math.isfinite(h["adversarial_loss"]) for h in logs)
+
+
+def test_contrastive_uses_the_chosen_layer_of_the_same_forward(
+    sentencepiece_tokenizer, tiny_model_factory, records, tmp_path
+):
+    args = _config(
+        tmp_path, contrastive_weight=1.0, adversarial="none", contrastive_layer=1, in_batch_negatives=True
+    )
+    trainer = _trainer(
+        tiny_model_factory("llama", sentencepiece_tokenizer),
+        sentencepiece_tokenizer,
+        records,
+        args,
+        peft_config=_lora(),
+    )
+    assert trainer.contrastive_layer_index == 1
+    batch = CLLMFSDataCollator(sentencepiece_tokenizer)([r for r in records if r["spans"]][:4])
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        hidden = trainer.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
+        ).hidden_states[2]
+    ref = contrastive_loss_terms(
+        hidden,
+        batch["cl_anchor_span"],
+        batch["cl_positive_spans"],
+        batch["cl_negative_spans"],
+        batch["cl_row_label"],
+        0.1,
+    )
+    expected = ref.loss_sum.item() / ref.num_pairs
+    assert trainer._metrics["eval"]["contrastive_loss"][-1] == pytest.approx(expected, rel=1e-5)
+    assert loss.item() == pytest.approx(trainer._metrics["eval"]["lm_loss"][-1] + expected, rel=1e-5)
+    metrics = trainer.evaluate(records_to_dataset(records[:4]))
+    assert {"eval_loss", "eval_lm_loss", "eval_contrastive_loss"} <= set(metrics)
+
+
+# ---- architectures --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["mistral", "gemma"])
+def test_other_families_train(family, sentencepiece_tokenizer, tiny_model_factory, records, tmp_path):
+    args = _config(
+        tmp_path, max_steps=1, adversarial="fgm", contrastive_weight=1.0, gradient_checkpointing=True
+    )
+    trainer = _trainer(
+        tiny_model_factory(family, sentencepiece_tokenizer),
+        sentencepiece_tokenizer,
+        records,
+        args,
+        peft_config=_lora(),
+    )
+    trainer.train()
+    (log,) = [h for h in trainer.state.log_history if "loss" in h]
+    assert log["contrastive_loss"] > 0 and log["adversarial_loss"] > 0
+
+
+def test_unhookable_model_and_bad_inputs(sentencepiece_tokenizer, tiny_model_factory, records, tmp_path):
+    with pytest.raises(ValueError, match="decoder_layers_path"):
+        find_decoder_layers(torch.nn.Linear(2, 2))
+    model = tiny_model_factory("llama", sentencepiece_tokenizer)
+    with pytest.raises(ValueError, match="does not lead"):
+        _trainer(
+            model, sentencepiece_tokenizer, records, _config(tmp_path, decoder_layers_path="model.blocks")
+        )
+    plain = [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
+    import datasets
+
+    with pytest.raises(ValueError, match="build_records"):
+        CLLMFSTrainer(
+            model,
+            args=_config(tmp_path),
+            train_dataset=datasets.Dataset.from_list(plain),
+            processing_class=sentencepiece_tokenizer,
+        )
+    from trl import SFTConfig
+
+    with pytest.raises(TypeError, match="CLLMFSConfig"):
+        CLLMFSTrainer(
+            model,
+            args=SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False),
+            train_dataset=records_to_dataset(records),
+        )

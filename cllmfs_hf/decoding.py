@@ -939,7 +939,9 @@ def parse_output(
     occurrences = _Occurrences(sentence, word_boundaries)
     body = text.lstrip(" ")
     items: list[str] | None = None
-    if body.startswith(PREAMBLE):
+    if not complete and PREAMBLE.startswith(body):
+        items = []  # cut inside the preamble
+    elif body.startswith(PREAMBLE):
         rest = body[len(PREAMBLE) :]
         items = _strict_items(rest, occurrences)
         if items is None and not complete:

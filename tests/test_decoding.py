@@ -1,0 +1,426 @@
+"""Span-constrained decoding: token bytes, the automaton, the logits processor under every search, the parser."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import pytest
+import torch
+from conftest import build_tiny_causal_lm
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from cllmfs_hf.data.readers import read_conll
+from cllmfs_hf.decoding import (
+    SpanConstrainedLogitsProcessor,
+    SpanConstraintConfig,
+    VocabularyTrie,
+    parse_output,
+    span_boundaries,
+)
+from cllmfs_hf.template import PREAMBLE, format_completion, prompt_messages
+
+PUNCT = [",", ".", "(", ")", "'s", "-", '"', ";", ">>>", "<<<", "José", "Müller", "北京", "€5", "naïve"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_words(shared_data) -> list[str]:
+    sentences = read_conll(shared_data / "crossner" / "politics" / "train.txt")
+    words = sorted({tok for s in sentences for tok in s.tokens})
+    assert len(words) > 500
+    return words
+
+
+def _prompt_batch(tokenizer, sentences, type_name="person", description="names of people"):
+    tokenizer.padding_side = "left"
+    prompts = [
+        tokenizer.apply_chat_template(
+            prompt_messages(type_name, description, s), add_generation_prompt=True, tokenize=False
+        )
+        for s in sentences
+    ]
+    return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def _tiny(tokenizer, seed=0, family="llama"):
+    model = build_tiny_causal_lm(family, len(tokenizer), seed=seed, num_layers=2)
+    for cfg in (model.config, model.generation_config):
+        cfg.pad_token_id = tokenizer.pad_token_id
+        cfg.eos_token_id = tokenizer.eos_token_id
+    return model.eval()
+
+
+class _AssertSomethingAllowed(LogitsProcessor):
+    """Runs after the constraint: every constrained row must keep at least one finite score (no dead end)."""
+
+    def __call__(self, input_ids, scores):
+        assert torch.isfinite(scores).any(dim=-1).all(), "a row has no allowed token (dead end)"
+        return scores
+
+
+def _check_row(proc, row_ids, sentence, config: SpanConstraintConfig):
+    """Every property a constrained output must have; returns the parse."""
+    text, ended = proc.decode(row_ids)
+    result = parse_output(text, sentence, word_boundaries=config.word_boundaries, complete=ended)
+    assert result.well_formed, (text, sentence)
+    assert result.dropped == 0, (text, sentence)
+    if ended:
+        assert text.lstrip(" ") == format_completion(result.texts), (text, result)
+    starts, ends = span_boundaries(sentence, config.word_boundaries)
+    for (s, e), t in zip(result.spans, result.texts):
+        assert sentence[s:e] == t
+        assert s in starts and e in ends
+        if config.max_span_words is not None:
+            assert len(t.split()) <= config.max_span_words
+    if config.max_spans is not None:
+        assert len(result.spans) <= config.max_spans
+    if not config.allow_duplicates:
+        assert len(set(result.spans)) == len(result.spans)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------
+# token bytes and the trie
+# --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tok_name", ["smollm2_tokenizer", "sentencepiece_tokenizer"])
+def test_token_bytes_reproduce_the_tokenizers_decoding(tok_name, request, real_words):
+    tok = request.getfixturevalue(tok_name)
+    trie = VocabularyTrie.for_tokenizer(tok)
+    assert VocabularyTrie.for_tokenizer(tok) is trie  # cached
+    rng = random.Random(0)
+    for _ in range(50):
+        text = " ".join(rng.choice(real_words + PUNCT) for _ in range(rng.randint(1, 12)))
+        ids = tok.encode(text, add_special_tokens=False)
+        decoded = trie.decode(ids)
+        # SentencePiece's prefix space is the only difference the decoder's Strip removes
+        assert decoded.lstrip(" ") == tok.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        ).lstrip(" "), text
+    specials = set(tok.all_special_ids)
+    assert all(trie.contributions[i] is None for i in specials)
+
+
+def test_byte_level_pieces_that_are_not_utf8_alone(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    trie = VocabularyTrie.for_tokenizer(tok)
+    sentence = "Müller met José"
+    auto = trie.automaton(sentence, SpanConstraintConfig())
+    state = auto.initial
+    for b in (PREAMBLE + " <<< M").encode():
+        state = auto.step(state, b)
+    ids, eos = auto.allowed(state)
+    pieces = {trie.contributions[i] for i in ids.tolist()}
+    first_byte_of_u = "ü".encode()[:1]
+    assert first_byte_of_u in pieces  # half a character is fine where it continues the input
+    assert not eos
+    state = auto.step(state, first_byte_of_u[0])
+    ids, _ = auto.allowed(state)
+    assert {trie.contributions[i] for i in ids.tolist()} <= {
+        "ü".encode()[1:],
+        "ü".encode()[1:] + b"l",
+        "ü".encode()[1:] + b"ll",
+    } | {p for p in (trie.contributions[i] for i in ids.tolist()) if p and p.startswith("ü".encode()[1:])}
+
+
+def test_delimiters_merged_with_span_text(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    trie = VocabularyTrie.for_tokenizer(tok)
+    auto = trie.automaton("Labour won in New York", SpanConstraintConfig())
+    state = auto.initial
+    for b in (PREAMBLE + " <<<").encode():
+        state = auto.step(state, b)
+    allowed = set(auto.allowed(state)[0].tolist())
+    assert tok.convert_tokens_to_ids("ĠNew") in allowed  # the delimiter's space merged with the span
+    assert tok.convert_tokens_to_ids("ĠYork") in allowed
+    assert tok.convert_tokens_to_ids("ĠParis") not in allowed
+    for b in b" New York":
+        state = auto.step(state, b)
+    allowed = set(auto.allowed(state)[0].tolist())
+    assert tok.convert_tokens_to_ids("Ġ>>>") in allowed
+    assert tok.convert_tokens_to_ids("Ġ>>") in allowed
+    # the full preamble + spans, tokenized naturally, is accepted token by token
+    ids = tok.encode(format_completion(["New York", "Labour"]), add_special_tokens=False)
+    state = auto.initial
+    for t in ids:
+        assert t in set(auto.allowed(state)[0].tolist()), tok.convert_ids_to_tokens([t])
+        state = auto.advance(state, t)
+    assert auto.allowed(state)[1]  # EOS allowed at the end
+
+
+def test_duplicates_limited_to_occurrences_and_no_dead_end(smollm2_tokenizer):
+    trie = VocabularyTrie.for_tokenizer(smollm2_tokenizer)
+    auto = trie.automaton("North and North Korea", SpanConstraintConfig())
+    state = auto.initial
+    for b in (PREAMBLE + " <<< North >>> <<< North >>>").encode():
+        state = auto.step(state, b)
+    assert state  # 'North' occurs twice
+    for b in b" <<< North":
+        state = auto.step(state, b)
+    # a third 'North' cannot close, but 'North Korea' still can: the state is alive
+    ids, eos = auto.allowed(state)
+    assert not eos and ids.numel() > 0
+    assert not auto.step(auto.step(state, ord(" ")), ord(">"))
+    # with duplicates allowed, the third copy is fine
+    auto2 = trie.automaton("North and North Korea", SpanConstraintConfig(allow_duplicates=True))
+    state = auto2.initial
+    for b in (PREAMBLE + " <<< North >>> <<< North >>> <<< North >>>").encode():
+        state = auto2.step(state, b)
+    assert auto2.accepting(state)
+
+
+def test_options_word_limit_max_spans_and_character_spans(smollm2_tokenizer):
+    trie = VocabularyTrie.for_tokenizer(smollm2_tokenizer)
+    sentence = "the New York Times reported"
+
+    def run(text, **kw):
+        auto = trie.automaton(sentence, SpanConstraintConfig(**kw))
+        state = auto.initial
+        for b in text.encode():
+            state = auto.step(state, b)
+        return auto, state
+
+    assert run(PREAMBLE + " <<< New York Times >>>")[1]
+    assert not run(PREAMBLE + " <<< New York Times >>>", max_span_words=2)[1]
+    assert run(PREAMBLE + " <<< New York >>>", max_span_words=2)[1]
+    auto, state = run(PREAMBLE + " <<< New >>>", max_spans=1)
+    assert auto.accepting(state) and auto.allowed(state)[0].numel() == 0  # only EOS is left
+    assert not run(PREAMBLE + " <<< Yor >>>")[1]
+    assert run(PREAMBLE + " <<< Yor >>>", word_boundaries=False)[1]
+    assert not run(PREAMBLE + " <<< York  >>>", word_boundaries=False)[1]  # never ends with whitespace
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match="max_span_words"):
+        SpanConstraintConfig(max_span_words=0)
+    with pytest.raises(ValueError, match="max_spans"):
+        SpanConstraintConfig(max_spans=-1)
+    with pytest.raises(ValueError, match="word_boundaries"):
+        SpanConstraintConfig(word_boundaries="yes")
+
+
+def test_processor_input_errors(smollm2_tokenizer):
+    with pytest.raises(TypeError, match=r"\[sentence\]"):
+        SpanConstrainedLogitsProcessor(smollm2_tokenizer, "one sentence")
+    with pytest.raises(ValueError, match="empty"):
+        SpanConstrainedLogitsProcessor(smollm2_tokenizer, [])
+    with pytest.raises(TypeError, match=r"sentences\[1\]"):
+        SpanConstrainedLogitsProcessor(smollm2_tokenizer, ["a", 3])
+    with pytest.raises(TypeError, match="Unknown option"):
+        SpanConstrainedLogitsProcessor(smollm2_tokenizer, ["a"], max_words=3)
+    proc = SpanConstrainedLogitsProcessor(smollm2_tokenizer, ["a b", "c d"])
+    with pytest.raises(ValueError, match="multiple"):
+        proc(torch.zeros((3, 4), dtype=torch.long), torch.zeros((3, len(smollm2_tokenizer))))
+
+
+# --------------------------------------------------------------------------------------------------------
+# generation: property test, beams, greedy equivalence
+# --------------------------------------------------------------------------------------------------------
+_MODELS: dict[tuple[int, int], torch.nn.Module] = {}
+
+
+def _cached_tiny(tokenizer, seed):
+    key = (id(tokenizer), seed)
+    if key not in _MODELS:
+        _MODELS[key] = _tiny(tokenizer, seed=seed, family=["llama", "qwen2"][seed % 2])
+    return _MODELS[key]
+
+
+@st.composite
+def _sentence(draw, words):
+    n = draw(st.integers(1, 10))
+    parts = [
+        draw(st.sampled_from(words)) if draw(st.booleans()) or not PUNCT else draw(st.sampled_from(PUNCT))
+        for _ in range(n)
+    ]
+    text = parts[0]
+    for p in parts[1:]:
+        text += ("" if draw(st.integers(0, 4)) == 0 else " ") + p
+    return text
+
+
+@pytest.mark.parametrize("tok_name", ["smollm2_tokenizer", "sentencepiece_tokenizer"])
+def test_property_constrained_outputs_are_spans_of_the_input(tok_name, request, real_words):
+    tok = request.getfixturevalue(tok_name)
+    words = real_words[::7]
+
+    # no shrinking phase: a failure is reported with its example at once (shrinking re-runs generation)
+    @settings(
+        max_examples=12,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        phases=(Phase.explicit, Phase.reuse, Phase.generate),
+    )
+    @given(
+        sentences=st.lists(_sentence(words), min_size=1, max_size=2),
+        seed=st.integers(0, 3),
+        word_boundaries=st.booleans(),
+        max_span_words=st.sampled_from([None, 1, 3]),
+        allow_duplicates=st.booleans(),
+        max_spans=st.sampled_from([None, 2]),
+        temperature=st.sampled_from([1.0, 4.0, 20.0]),
+        top_p=st.sampled_from([1.0, 0.9]),
+    )
+    def check(
+        sentences, seed, word_boundaries, max_span_words, allow_duplicates, max_spans, temperature, top_p
+    ):
+        config = SpanConstraintConfig(
+            word_boundaries=word_boundaries,
+            max_span_words=max_span_words,
+            allow_duplicates=allow_duplicates,
+            max_spans=max_spans,
+        )
+        model = _cached_tiny(tok, seed)
+        enc = _prompt_batch(tok, sentences)
+        proc = SpanConstrainedLogitsProcessor(tok, sentences, config)
+        torch.manual_seed(seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no escaped rows
+            out = model.generate(
+                **enc,
+                logits_processor=LogitsProcessorList([proc, _AssertSomethingAllowed()]),
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=48,
+                num_return_sequences=2,
+            )
+        generated = out[:, enc["input_ids"].shape[1] :].tolist()
+        for r, row in enumerate(generated):
+            _check_row(proc, row, sentences[r // 2], config)
+
+    check()
+
+
+def test_beam_search_three_beams_batch_of_two_lengths(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    sentences = ["Ada Lovelace met Charles Babbage in London in 1833 .", "Bob won"]
+    enc = _prompt_batch(tok, sentences)
+    assert (enc["attention_mask"][1] == 0).any()  # the shorter row is left padded
+    config = SpanConstraintConfig()
+    for seed in (1, 2):
+        model = _tiny(tok, seed=seed)
+        proc = SpanConstrainedLogitsProcessor(tok, sentences, config)
+        out = model.generate(
+            **enc,
+            logits_processor=LogitsProcessorList([proc, _AssertSomethingAllowed()]),
+            num_beams=3,
+            num_return_sequences=3,
+            max_new_tokens=40,
+            do_sample=False,
+        )
+        assert out.shape[0] == 6
+        for r, row in enumerate(out[:, enc["input_ids"].shape[1] :].tolist()):
+            _check_row(proc, row, sentences[r // 3], config)
+
+
+def _train_to_answer(tokenizer, sentences, answers, steps=120, seed=0):
+    """A tiny model trained until its greedy answers are the given completions (a legal output)."""
+    model = _tiny(tokenizer, seed=seed)
+    model.train()
+    rows = []
+    for s, a in zip(sentences, answers):
+        prompt = tokenizer.apply_chat_template(
+            prompt_messages("person", "names of people", s), add_generation_prompt=True, tokenize=False
+        )
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        c_ids = tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((p_ids + c_ids, [-100] * len(p_ids) + c_ids))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    torch.manual_seed(seed)
+    for _ in range(steps):
+        for ids, labels in rows:
+            loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    return model.eval()
+
+
+def test_greedy_with_processor_equals_greedy_without_when_already_legal(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    sentences = ["Ada met Bob in Paris .", "The Labour Party won"]
+    answers = [format_completion(["Ada", "Bob"]), format_completion([])]
+    model = _train_to_answer(tok, sentences, answers)
+    enc = _prompt_batch(tok, sentences)
+    free = model.generate(**enc, do_sample=False, max_new_tokens=40)
+    proc = SpanConstrainedLogitsProcessor(tok, sentences)
+    constrained = model.generate(
+        **enc, do_sample=False, max_new_tokens=40, logits_processor=LogitsProcessorList([proc])
+    )
+    plen = enc["input_ids"].shape[1]
+    for r in range(2):
+        text, ended = proc.decode(free[r, plen:].tolist())
+        parsed = parse_output(text, sentences[r], complete=ended)
+        assert ended and parsed.well_formed and parsed.dropped == 0, text  # the free output is legal ...
+    assert torch.equal(free, constrained)  # ... so the constraint changes nothing
+    # and the same processor object serves a second generate call (state is reset on a new prompt)
+    again = model.generate(
+        **enc, do_sample=False, max_new_tokens=40, logits_processor=LogitsProcessorList([proc])
+    )
+    assert torch.equal(again, constrained)
+
+
+def test_constraint_repairs_an_illegal_free_output(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    sentences = ["Ada met Bob in Paris ."]
+    model = _train_to_answer(tok, sentences, [format_completion(["Alice"])], steps=80)
+    enc = _prompt_batch(tok, sentences)
+    plen = enc["input_ids"].shape[1]
+    free = model.generate(**enc, do_sample=False, max_new_tokens=40)[0, plen:].tolist()
+    proc = SpanConstrainedLogitsProcessor(tok, sentences)
+    text, ended = proc.decode(free)
+    free_parse = parse_output(text, sentences[0], complete=ended)
+    assert free_parse.dropped_not_in_input == 1 and free_parse.spans == []  # 'Alice' is dropped and counted
+    out = model.generate(
+        **enc, do_sample=False, max_new_tokens=40, logits_processor=LogitsProcessorList([proc])
+    )
+    _check_row(proc, out[0, plen:].tolist(), sentences[0], SpanConstraintConfig())
+
+
+# --------------------------------------------------------------------------------------------------------
+# the parser
+# --------------------------------------------------------------------------------------------------------
+def test_parser_maps_kth_copy_to_kth_occurrence():
+    sentence = "Bob met Bob and Bob ."
+    r = parse_output(format_completion(["Bob", "Bob", "Bob", "Bob"]), sentence)
+    assert r.spans == [(0, 3), (8, 11), (16, 19)]
+    assert r.dropped_repeats == 1 and r.dropped_not_in_input == 0
+    assert all(sentence[s:e] == "Bob" for s, e in r.spans)
+
+
+def test_parser_unconstrained_text_drops_and_counts():
+    sentence = "Ada met Bob in Paris ."
+    r = parse_output("Sure! <<<Ada>>> and <<< Alice >>> and <<< Pari >>> <<<  >>>", sentence)
+    assert not r.well_formed
+    assert r.spans == [(0, 3)]
+    assert r.dropped_not_in_input == 3
+    assert parse_output("no entities here", sentence).spans == []
+
+
+def test_parser_input_containing_the_close_delimiter():
+    sentence = "a >>> b"
+    text = format_completion(["a >>> b", "a"])
+    r = parse_output(text, sentence)
+    assert r.well_formed and r.texts == ["a >>> b", "a"] and r.spans == [(0, 7), (0, 1)]
+
+
+def test_parser_truncated_output():
+    sentence = "New York and Paris"
+    r = parse_output(format_completion(["Paris"]) + " <<< New Yo", sentence, complete=False)
+    assert r.well_formed and not r.complete and r.spans == [(13, 18)]
+    r = parse_output(PREAMBLE[:10], sentence, complete=False)
+    assert r.well_formed and r.spans == []
+    with pytest.raises(TypeError):
+        parse_output(None, sentence)
+
+
+def test_span_boundaries_word_and_character_modes():
+    assert span_boundaries("Paris, France") == ([0, 5, 7], [5, 6, 13])
+    starts, ends = span_boundaries("a b", word_boundaries=False)
+    assert starts == [0, 2] and ends == [1, 3]

@@ -343,10 +343,18 @@ def _evaluation_section(specs: Sequence[EvalResultSpec], metrics: Mapping[str, A
             + _table(header, rows)
         )
     extra = {k: v for k, v in (metrics or {}).items() if k != "eval_results"}
-    if extra:
+    scalars = {k: v for k, v in extra.items() if not isinstance(v, (Mapping, list))}
+    nested = sorted(k for k in extra if k not in scalars)
+    if scalars:
         parts.append(
             "Other recorded metrics:\n\n"
-            + _table(["Metric", "Value"], [(k, _format_value(v)) for k, v in sorted(extra.items())])
+            + _table(["Metric", "Value"], [(k, _format_value(v)) for k, v in sorted(scalars.items())])
+        )
+    if nested:
+        parts.append(
+            "More metrics ("
+            + ", ".join(f"`{k}`" for k in nested)
+            + ") are in `cllmfs_config.json` under `metrics`."
         )
     return "\n\n".join(parts) if parts else "No evaluation results were recorded with this adapter."
 

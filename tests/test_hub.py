@@ -576,3 +576,10 @@ def test_the_cards_code_snippets_run(tiny_adapter, capsys):
         exec(compile(code.replace("path/to/this/adapter", str(folder)), "<model card>", "exec"), namespace)
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed and printed[-1].startswith("PER [")
+
+
+def test_card_lists_recorded_metrics_without_dumping_nested_ones():
+    metrics = {"f1": 0.5, "num_sentences": 12, "per_type": {"PER": {"f1": 0.5}}}
+    text = build_model_card(NERAdapterConfig(entity_types=["PER"], metrics=metrics), base_model="o/b")
+    assert "| f1 | 0.5 |" in text and "| num_sentences | 12 |" in text
+    assert "(`per_type`) are in `cllmfs_config.json`" in text and "{'PER'" not in text

@@ -342,7 +342,30 @@ def _evaluation_section(specs: Sequence[EvalResultSpec], metrics: Mapping[str, A
             "gold mention's; counts are summed over the whole test set (and over all episodes or seeds).\n\n"
             + _table(header, rows)
         )
-    extra = {k: v for k, v in (metrics or {}).items() if k != "eval_results"}
+    per_type = (metrics or {}).get("per_type")
+    show_per_type = (
+        isinstance(per_type, Mapping)
+        and bool(per_type)
+        and all(isinstance(v, Mapping) for v in per_type.values())
+    )
+    if show_per_type:
+        rows = []
+        for label, scores in sorted(per_type.items()):
+            cells = [
+                f"{100 * scores[k]:.2f}" if isinstance(scores.get(k), (int, float)) else "-"
+                for k in ("precision", "recall", "f1")
+            ]
+            rows.append([label, *cells, scores.get("support", "-")])
+        source = f" ({specs[0].full_name})" if specs else ""
+        parts.append(
+            f"Per entity type{source}:\n\n"
+            + _table(["Type", "Precision (%)", "Recall (%)", "F1 (%)", "Support"], rows)
+        )
+    extra = {
+        k: v
+        for k, v in (metrics or {}).items()
+        if k != "eval_results" and not (k == "per_type" and show_per_type)
+    }
     scalars = {k: v for k, v in extra.items() if not isinstance(v, (Mapping, list))}
     nested = sorted(k for k in extra if k not in scalars)
     if scalars:

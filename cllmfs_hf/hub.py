@@ -236,6 +236,39 @@ class NERAdapterConfig:
         """The readable name of ``label`` used in the instruction."""
         return self.type_names.get(label) or derive_type_name(label)
 
+    @classmethod
+    def from_training(
+        cls,
+        entity_types: Sequence[str],
+        descriptions: Mapping[str, str] | None = None,
+        *,
+        base_model: str | None = None,
+        training: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        type_names: Mapping[str, str] | None = None,
+    ) -> NERAdapterConfig:
+        """The config of an adapter trained on ``entity_types``, with the descriptions the records used.
+
+        ``descriptions`` is the same user mapping given to :func:`cllmfs_hf.data.build_records` (it may cover
+        more types; keys match labels case-insensitively); each label gets exactly the description its
+        training records carried (:func:`cllmfs_hf.data.describe_type`).
+
+        Example:
+            >>> NERAdapterConfig.from_training(["PER"], {"per": "people", "LOC": "places"}).type_descriptions
+            {'PER': 'people'}
+        """
+        labels = list(entity_types) if not isinstance(entity_types, str) else entity_types
+        if isinstance(labels, str) or not labels:
+            raise ValueError(f"entity_types must be a non-empty list of labels, got {entity_types!r}.")
+        return cls(
+            entity_types=labels,
+            type_descriptions={label: describe_type(label, descriptions) for label in labels},
+            type_names=dict(type_names or {}),
+            base_model=base_model,
+            training=dict(training or {}),
+            metrics=dict(metrics) if metrics is not None else None,
+        )
+
     # ---- serialisation --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with every field."""
@@ -404,6 +437,54 @@ def _find_pickles(folder: Path) -> list[str]:
     )
 
 
+_SCORE_KEYS = ("precision", "recall", "f1")
+
+
+def _normalise_eval_results(
+    eval_results: Any, dataset_name: str | None, protocol: str | None
+) -> tuple[list[EvalResultSpec], dict[str, Any]]:
+    """EvalResultSpecs from a list of results or from one score set (NERScores or its dict)."""
+    if hasattr(eval_results, "to_dict") and all(hasattr(eval_results, k) for k in _SCORE_KEYS):
+        eval_results = eval_results.to_dict()  # a NERScores
+    if isinstance(eval_results, EvalResultSpec):
+        return [eval_results], {}
+    if isinstance(eval_results, Mapping) and "dataset" in eval_results:
+        return [EvalResultSpec.from_mapping(eval_results, "eval_results")], {}
+    if isinstance(eval_results, Mapping):  # one score set
+        missing = [k for k in _SCORE_KEYS if k not in eval_results]
+        if missing:
+            raise ValueError(
+                f"eval_results has neither 'dataset' (one result) nor {missing} (a score set): pass a list of "
+                "results, one result dict, or NERScores.to_dict()."
+            )
+        if not dataset_name or not protocol:
+            logger.warning(
+                "save_adapter got a score set without %s: the card will say 'not recorded'. Pass dataset_name= "
+                "and protocol= (e.g. '5-shot, greedy sampling, seed 0').",
+                " and ".join(n for n, v in (("dataset_name", dataset_name), ("protocol", protocol)) if not v),
+            )
+        spec = EvalResultSpec(
+            dataset=dataset_name or "dataset not recorded",
+            protocol=protocol or "protocol not recorded",
+            metrics={k: float(eval_results[k]) for k in _SCORE_KEYS},
+        )
+        per_type = eval_results.get("per_type") or {}
+        if not isinstance(per_type, Mapping):
+            raise ValueError(
+                f"eval_results['per_type'] must be a dict label -> scores, got {type(per_type).__name__}."
+            )
+        return [spec], {str(k): dict(v) for k, v in per_type.items()}
+    if isinstance(eval_results, (str, bytes)) or not isinstance(eval_results, Sequence):
+        raise TypeError(
+            f"eval_results must be a list of results, one result dict or a NERScores, got {type(eval_results).__name__}."
+        )
+    specs = [
+        r if isinstance(r, EvalResultSpec) else EvalResultSpec.from_mapping(r, f"eval_results[{i}]")
+        for i, r in enumerate(eval_results)
+    ]
+    return specs, {}
+
+
 def save_adapter(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -413,7 +494,9 @@ def save_adapter(
     base_model: str | None = None,
     training_args: Any = None,
     datasets: Sequence[str] | None = None,
-    eval_results: Sequence[EvalResultSpec | Mapping[str, Any]] | None = None,
+    eval_results: Any = None,
+    dataset_name: str | None = None,
+    protocol: str | None = None,
     model_name: str | None = None,
     repo_id: str | None = None,
     license: str | None = None,
@@ -434,9 +517,15 @@ def save_adapter(
             mapped by :func:`cllmfs_hf.models.portable_model_id`, i.e. the Hub id for the default).
         training_args: training arguments whose hyperparameters are added to ``ner_config.training``
             (with the LoRA settings read from the model's PEFT config).
-        datasets, eval_results, model_name, repo_id, license, language, tags: model card content
-            (:func:`cllmfs_hf.card.build_model_card`); ``eval_results`` are also stored in
-            ``ner_config.metrics["eval_results"]``.
+        eval_results: evaluation results for the card's model-index, stored in
+            ``ner_config.metrics["eval_results"]``: a list of :class:`cllmfs_hf.card.EvalResultSpec` or
+            dicts (``dataset``, ``protocol``, ``precision`` / ``recall`` / ``f1``, ...), or ONE score set (a
+            :class:`cllmfs_hf.evaluation.NERScores` or its ``to_dict()``), which is then described by
+            ``dataset_name`` and ``protocol``; its per-type scores go to ``metrics["per_type"]``.
+        dataset_name: the dataset of a single score set (e.g. ``"crossner_politics"``).
+        protocol: how a single score set was obtained (e.g. ``"5-shot, greedy sampling, seed 0"``).
+        datasets, model_name, repo_id, license, language, tags: model card content
+            (:func:`cllmfs_hf.card.build_model_card`).
 
     Returns:
         The adapter folder path.
@@ -471,11 +560,10 @@ def save_adapter(
     training.update(ner_config.training)  # what the caller recorded wins
     metrics = dict(ner_config.metrics or {})
     if eval_results is not None:
-        specs = [
-            r if isinstance(r, EvalResultSpec) else EvalResultSpec.from_mapping(r, f"eval_results[{i}]")
-            for i, r in enumerate(eval_results)
-        ]
+        specs, per_type = _normalise_eval_results(eval_results, dataset_name, protocol)
         metrics["eval_results"] = [s.to_dict() for s in specs]
+        if per_type:
+            metrics["per_type"] = per_type
     final_config = dataclasses.replace(
         ner_config, base_model=portable, training=training, metrics=metrics or None
     )

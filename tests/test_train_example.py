@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT, build_tiny_causal_lm
 
 TRAIN = REPO_ROOT / "examples" / "train.py"

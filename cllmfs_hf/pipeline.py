@@ -212,6 +212,13 @@ def _dataset_name(source: str) -> str:
     return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
 
 
+def _shards_parameters(training_args) -> bool:
+    """True under FSDP or DeepSpeed ZeRO-3, where the Trainer, not us, places the parameters."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return bool(getattr(training_args, "fsdp", None)) or is_deepspeed_zero3_enabled()
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -257,6 +264,9 @@ def run_training(data_args: DataArguments, model_args, training_args) -> dict[st
         "entity_types": entity_types,
     }
     eval_kwargs = dict(batch_size=data_args.eval_batch_size, max_new_tokens=data_args.max_new_tokens)
+    if not _shards_parameters(training_args):
+        # Generate on the training device (the Trainer would move the model there anyway).
+        model.to(training_args.device)
     if data_args.zero_shot_baseline and _is_main_process():
         zero_shot = NERExtractor(model, tokenizer, entity_types=entity_types, descriptions=descriptions)
         report["zero_shot"] = zero_shot.evaluate(test, **eval_kwargs).to_dict()

@@ -486,7 +486,10 @@ def build_model_card(
     if ner_config.library_version:  # the version that trained and saved the adapter
         framework["cllmfs-hf"] = ner_config.library_version
     template = Template(
-        resources.files("cllmfs_hf").joinpath("resources", _TEMPLATE_NAME).read_text(encoding="utf-8")
+        resources.files("cllmfs_hf")
+        .joinpath("resources")
+        .joinpath(_TEMPLATE_NAME)
+        .read_text(encoding="utf-8")
     )
     body = template.substitute(
         yaml=card_data.to_yaml(),

@@ -541,14 +541,14 @@ def save_adapter(
     adapter = _active_adapter(model)
     peft_config = peft_configs[adapter]
     recorded = peft_config.base_model_name_or_path
-    portable = base_model or ner_config.base_model
-    if portable is None:
+    source = base_model or ner_config.base_model
+    if source is None:
         source = recorded or getattr(getattr(model, "config", None), "name_or_path", None)
         if not source:
             raise ValueError(
                 "Cannot tell the base model of this adapter: pass base_model='owner/name' (its Hub id) to save_adapter."
             )
-        portable = portable_model_id(str(source))
+    portable = portable_model_id(str(source))  # the default's short name or local conversion -> its Hub id
     if not looks_like_hub_id(portable):
         logger.warning(
             "The base model is recorded as %r, a local path: the adapter will only load where that path exists. "

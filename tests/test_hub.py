@@ -271,6 +271,10 @@ def test_replacing_an_adapter_is_atomic(tiny_adapter, smollm2_tokenizer, monkeyp
     assert (
         json.loads((folder / ADAPTER_CONFIG_NAME).read_text())["base_model_name_or_path"] == "owner/tiny-base"
     )
+    # The default's short name is recorded as its Hub id.
+    save_adapter(tiny_adapter["model"], smollm2_tokenizer, folder, cfg, base_model="smollm2-135m-instruct")
+    recorded = json.loads((folder / ADAPTER_CONFIG_NAME).read_text())["base_model_name_or_path"]
+    assert recorded == DEFAULT_MODEL_HUB_ID
     # Restore the fixture's folder for the other tests.
     for name in {p.name for p in folder.iterdir()} - set(before):
         (folder / name).unlink()

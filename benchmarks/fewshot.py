@@ -99,15 +99,18 @@ TRAINED_SYSTEMS: tuple[str, ...] = ("sft", "cllmfs_infonce", "cllmfs_full", "enc
 DESCRIPTIONS_FILE = "descriptions.json"
 _ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _DEFAULT_DATASETS = ("crossner/politics", "crossner/science", "wnut17", "bio/NCBI-disease-IOB")
+#: The quick preset's two default datasets (two domains; 9 + 1 types keep generation affordable on a CPU).
+_QUICK_DATASETS = ("crossner/politics", "bio/NCBI-disease-IOB")
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # CPU, default model, two datasets within ~90 minutes.
+    # CPU, default model, two datasets within ~90 minutes: every trained run makes exactly 30 steps.
     "quick": {
         "k": [5],
         "seeds": [0, 1],
         "systems": ["zero_shot", "sft", "cllmfs_full", "encoder"],
         "max_test_sentences": 40,
         "max_steps": 30,
+        "epochs": None,
     },
     # GPU, larger models: the whole protocol.
     "full": {
@@ -116,6 +119,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "systems": list(CORE_SYSTEMS),
         "max_test_sentences": None,
         "max_steps": None,
+        "epochs": 4.0,
     },
 }
 
@@ -195,11 +199,16 @@ class BenchConfig:
         default=None,
         metadata={
             "help": "Cap on optimisation steps per run; every trained system runs exactly "
-            "min(max_steps, ceil(epochs * records / batch_size)) steps. 'none' = no cap."
+            "min(max_steps, ceil(epochs * records / batch_size)) steps, or exactly max_steps when epochs is "
+            "'none'. 'none' = no cap."
         },
     )
-    epochs: float = field(
-        default=4.0, metadata={"help": "Epochs over the support-set records (before the cap)."}
+    epochs: float | None = field(
+        default=4.0,
+        metadata={
+            "help": "Epochs over the support-set records (before the cap); 'none' = exactly --max-steps steps "
+            "whatever the support-set size (a one-type dataset has few records per epoch)."
+        },
     )
     batch_size: int = field(default=8, metadata={"help": "Records (LLM) or sentences (encoder) per step."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate of the LoRA systems."})
@@ -313,7 +322,11 @@ class BenchConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
-        for name in ("epochs", "learning_rate", "encoder_learning_rate"):
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("--epochs none needs --max-steps N (the exact number of steps per run).")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"--epochs must be > 0 (or 'none'), got {self.epochs}.")
+        for name in ("learning_rate", "encoder_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}.")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -341,6 +354,8 @@ class BenchConfig:
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"Unknown preset {preset!r}: choose among {sorted(PRESETS)}.")
         values: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
+        if preset == "quick":
+            values["datasets"] = [str(_shared_data_dir() / d) for d in _QUICK_DATASETS]
         values.update(overrides)
         return cls(preset=preset, **values)
 
@@ -536,12 +551,17 @@ def _dataset_names(folders: Sequence[str]) -> list[str]:
 
 
 def plan_steps(num_records: int, cfg: BenchConfig) -> int:
-    """Optimisation steps of every trained system: ``min(max_steps, ceil(epochs * records / batch_size))``.
+    """Optimisation steps of every trained system: ``min(max_steps, ceil(epochs * records / batch_size))``, or
+    ``max_steps`` when ``epochs`` is None.
 
     Example:
-        >>> plan_steps(108, BenchConfig.from_preset("quick", datasets=["."]))
+        >>> plan_steps(108, BenchConfig.from_preset("full", datasets=["."]))
+        54
+        >>> plan_steps(5, BenchConfig.from_preset("quick", datasets=["."]))
         30
     """
+    if cfg.epochs is None:
+        return int(cfg.max_steps)
     steps = max(1, math.ceil(cfg.epochs * num_records / cfg.batch_size))
     return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
 
@@ -622,7 +642,7 @@ def _train_llm(
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=1,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # (gradient_checkpointing, deprecated alias; SFTConfig defaults it on)
         bf16=_use_bf16(),
         seed=seed,
         data_seed=seed,
@@ -879,6 +899,13 @@ def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
     return {"summary": summary, "table": table, "comparisons": comparisons}
 
 
+def _steps_rule(cfg: Mapping[str, Any]) -> str:
+    if cfg.get("epochs") is None:
+        return f"exactly {cfg['max_steps']}"
+    rule = f"ceil({cfg['epochs']:g} epochs x records / {cfg['batch_size']})"
+    return f"min({cfg['max_steps']}, {rule})" if cfg.get("max_steps") else rule
+
+
 def render_markdown(result: Mapping[str, Any]) -> str:
     """The markdown report: the F1 table (percent, mean +- std over seeds) and the paired comparisons."""
     cfg = result["config"]
@@ -888,9 +915,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     lines = [
         "# Few-shot NER benchmark",
         "",
-        f"Model `{cfg['model']}`; K in {cfg['k']}; seeds {cfg['seeds']}; steps per trained run "
-        f"{'<= ' + str(cfg['max_steps']) if cfg['max_steps'] else 'from epochs'}; learning rate {cfg['learning_rate']}. "
-        "Exact-span micro F1 in percent, mean +- sample std over seeds.",
+        f"Model `{cfg['model']}`; K in {cfg['k']}; seeds {cfg['seeds']}; steps per trained run: {_steps_rule(cfg)}; "
+        f"learning rate {cfg['learning_rate']}. Exact-span micro F1 in percent, mean +- sample std over seeds.",
         "",
     ]
     for name in list(result["datasets"]):
@@ -1285,6 +1311,12 @@ def _optional_int(text: str) -> int | None:
     return int(text)
 
 
+def _optional_float(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    return float(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one ``--flag-name`` per :class:`BenchConfig` field, help from its metadata."""
     parser = argparse.ArgumentParser(
@@ -1305,6 +1337,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["type"] = int if "int" in annotation else str
         elif annotation == "int | None":
             kwargs["type"] = _optional_int
+        elif annotation == "float | None":
+            kwargs["type"] = _optional_float
         elif annotation.startswith("int"):
             kwargs["type"] = int
         elif annotation.startswith("float"):

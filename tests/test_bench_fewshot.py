@@ -170,7 +170,15 @@ def test_dataset_folder_reading(tiny_dataset: Path, shared_data: Path) -> None:
 
 def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
     cfg = config_from_args(["--preset", "quick", "--datasets", str(tiny_dataset)])
-    assert (cfg.k, cfg.seeds, cfg.max_test_sentences, cfg.max_steps) == ([5], [0, 1], 40, 30)
+    assert (cfg.k, cfg.seeds, cfg.max_test_sentences, cfg.max_steps, cfg.epochs) == (
+        [5],
+        [0, 1],
+        40,
+        30,
+        None,
+    )
+    assert cfg.datasets == [str(tiny_dataset)]
+    assert fewshot.plan_steps(5, cfg) == fewshot.plan_steps(500, cfg) == 30
     assert cfg.systems == ["zero_shot", "sft", "cllmfs_full", "encoder"]
     cfg = config_from_args(
         ["--preset", "quick", "--datasets", str(tiny_dataset), "--max-steps", "3", "--k", "1", "5"]
@@ -182,7 +190,10 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
     assert cfg.systems == list(CORE_SYSTEMS) and cfg.k == [1, 5] and cfg.seeds == [0, 1, 2]
     with pytest.raises(ValueError, match="needs --source-dataset"):
         config_from_args(["--datasets", str(tiny_dataset), "--systems", "sft", SOURCE_SYSTEM])
-    assert cfg.max_test_sentences is None and cfg.max_steps is None
+    assert cfg.max_test_sentences is None and cfg.max_steps is None and cfg.epochs == 4.0
+    assert fewshot.plan_steps(108, cfg) == 54
+    with pytest.raises(ValueError, match="--epochs none needs --max-steps"):
+        config_from_args(["--datasets", str(tiny_dataset), "--epochs", "none"])
     with pytest.raises(FileNotFoundError, match="not a folder"):
         BenchConfig(datasets=[str(tiny_dataset / "missing")])
     with pytest.raises(ValueError, match="--k needs integers >= 1"):

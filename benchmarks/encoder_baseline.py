@@ -12,6 +12,8 @@ Choices (documented, not tuned on any test split):
   tokens get ``-100`` (ignored by the loss). At prediction time each word takes the argmax tag of its first
   sub-word, tags are decoded in strict IOB2 (a stray ``I-x`` is not an entity, as in
   :mod:`cllmfs_hf.evaluation`) and word spans become character spans through the token offsets.
+- Nested or overlapping mentions (possible in JSON-lines data) cannot be BIO-tagged: the first in sorted
+  order is kept, the others are counted in ``overlapping_mentions`` with a warning.
 - Long sentences are never truncated: a sentence whose sub-words do not fit the encoder's window is split into
   consecutive word chunks that do, for training and for prediction alike.
 - Training: AdamW, constant learning rate, ``steps`` optimisation steps over batches of ``batch_size``
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,9 +122,18 @@ class EncoderConfig:
             raise ValueError(f"EncoderConfig.max_length must be >= 8 (or None), got {self.max_length}.")
 
 
-def _word_tags(sentence: AnnotatedSentence, keep: set[str]) -> list[str]:
-    tags = sentence.to_bio()
-    return [t if t == "O" or t[2:] in keep else "O" for t in tags]
+def _word_tags(sentence: AnnotatedSentence, keep: set[str]) -> tuple[list[str], int]:
+    """IOB2 tags of the kept types, and the number of kept mentions that overlap an earlier one (BIO cannot
+    hold nested mentions: the first in sorted order is tagged, the overlapping ones are counted, not tagged)."""
+    kept = [m for m in sentence.mentions if m.label in keep]
+    chosen, overlapping = [], 0
+    for m in kept:
+        if any(m.start < c.end and c.start < m.end for c in chosen):
+            overlapping += 1
+        else:
+            chosen.append(m)
+    view = AnnotatedSentence(sentence.text, sentence.tokens, sentence.token_offsets, chosen, sentence.source)
+    return view.to_bio(), overlapping
 
 
 class EncoderBaseline:
@@ -143,6 +155,8 @@ class EncoderBaseline:
         )
         self.max_length = limit
         self.steps_done = 0
+        #: Support mentions left untagged because they overlap another mention (nested spans).
+        self.overlapping_mentions = 0
 
     # -- chunking -------------------------------------------------------------------------------------
     def _subword_counts(self, words: Sequence[str]) -> list[int]:
@@ -205,11 +219,18 @@ class EncoderBaseline:
         keep = {label[2:] for label in self.labels if label != "O"}
         items: list[tuple[list[str], list[str]]] = []
         for s in support:
-            tags = _word_tags(s, keep)
+            tags, overlapping = _word_tags(s, keep)
+            self.overlapping_mentions += overlapping
             for a, b in self.chunks(s):
                 items.append((s.tokens[a:b], tags[a:b]))
         if not items:
             raise ValueError("The encoder support set is empty: pass at least one sentence.")
+        if self.overlapping_mentions:
+            warnings.warn(
+                f"{self.overlapping_mentions} support mentions overlap another mention and cannot be BIO-tagged; the "
+                "encoder baseline trains without them (see EncoderBaseline.overlapping_mentions).",
+                stacklevel=2,
+            )
         rng = random.Random(self.config.seed)
         optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay

@@ -142,6 +142,48 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def test_encoder_baseline_memorises_real_sentences_through_chunks(
+    tiny_encoder_dir, shared_data, one_thread
+) -> None:
+    """First-subword labels, chunking and span conversion line up: a tiny encoder can memorise its support set."""
+    import torch
+
+    from benchmarks.encoder_baseline import bio_label_list, train_encoder
+    from cllmfs_hf.evaluation import evaluate_sentences
+
+    torch.set_num_threads(one_thread)
+    train = [
+        restrict_labels(s, TYPES)
+        for s in read_dataset(shared_data / "crossner" / "politics" / "train.txt")[:6]
+    ]
+    enc = train_encoder(
+        train,
+        TYPES,
+        model_name_or_path=str(tiny_encoder_dir),
+        steps=60,
+        learning_rate=3e-3,
+        batch_size=6,
+        seed=0,
+    )
+    assert enc.steps_done == 60 and enc.labels == bio_label_list(TYPES) and enc.max_length == 64
+    chunks = [enc.chunks(s) for s in train]
+    assert any(len(c) > 1 for c in chunks), "a real sentence longer than the 64-token window must be split"
+    for s, c in zip(train, chunks):
+        assert c[0][0] == 0 and c[-1][1] == len(s.tokens)
+        assert all(a[1] == b[0] for a, b in zip(c, c[1:]))  # consecutive, nothing dropped
+    pred = enc.predict(train)
+    assert evaluate_sentences(train, pred).f1 >= 0.9
+    starts = {(i, a) for i, s in enumerate(train) for a, _ in s.token_offsets}
+    assert all((i, m.start) in starts and m.label in TYPES for i, p in enumerate(pred) for m in p)
+
+    nested = AnnotatedSentence.from_text(
+        "Joe Biden visited Ohio", [(0, 9, "politician"), (4, 9, "politician")]
+    )
+    with pytest.warns(UserWarning, match="1 support mentions overlap"):
+        enc2 = train_encoder([nested], TYPES, model_name_or_path=str(tiny_encoder_dir), steps=1)
+    assert enc2.overlapping_mentions == 1
+
+
 def test_dataset_folder_reading(tiny_dataset: Path, shared_data: Path) -> None:
     b = load_dataset_folder(tiny_dataset, max_test_sentences=3, sample_seed=0)
     assert sorted(b.files) == ["test", "train"]

@@ -136,6 +136,7 @@ class CLLMFSDataCollator:
             raise ValueError(f"non_entity_negatives must be >= 0, got {self.non_entity_negatives}.")
         if self.max_negatives < 1:
             raise ValueError(f"max_negatives must be >= 1, got {self.max_negatives}.")
+        self._warned_prefix = False
         self.stats = {"records": 0, "completion_truncated": 0, "dropped_mentions": 0, "unmapped_spans": 0}
 
     # ------------------------------------------------------------------------------------------------
@@ -189,10 +190,11 @@ class CLLMFSDataCollator:
             if a != b:
                 break
             prompt_len += 1
-        if prompt_len < len(prompt_ids):
+        if prompt_len < len(prompt_ids) and not self._warned_prefix:
+            self._warned_prefix = True
             logger.warning(
                 "The tokenized prompt is not a prefix of the tokenized prompt+completion (label=%r); the "
-                "completion starts where they diverge, as in TRL.",
+                "completion starts where they diverge, as in TRL. Shown once; it likely applies to every record.",
                 record.get("label"),
             )
         labels = [-100] * prompt_len + ids[prompt_len:] if self.completion_only_loss else list(ids)

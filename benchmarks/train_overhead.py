@@ -1,0 +1,365 @@
+"""Cost of the CLLMFS auxiliary terms per training step: CLLMFSTrainer vs plain SFTTrainer.
+
+Three variants train the same base model (LoRA r=16 on all linear projections) on the same batches of real
+instruction records (CrossNER politics train, shuffled with ``--seed``):
+
+- ``sft``: TRL's ``SFTTrainer`` (LM loss only),
+- ``infonce``: ``CLLMFSTrainer`` with the InfoNCE term, ``adversarial="none"`` (target: no extra forward),
+- ``infonce_fgm``: ``CLLMFSTrainer`` with InfoNCE + FGM (target: one extra forward and backward).
+
+Timing: one optimizer step = ``trainer.training_step`` (forward, loss, backward; FGM's second forward and
+backward) + ``optimizer.step()`` + ``zero_grad``, on a batch collated beforehand (collation is timed apart,
+as ``collate_seconds``: CLLMFS tokenizes in its collator, TRL ahead of training). The three variants run
+interleaved (sft, infonce, infonce_fgm, sft, ...) on the same batch each round, so machine load drifts affect
+all alike; ``--warmup`` rounds are excluded. Reported: the median seconds per step and the ratios of medians.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the timed steps of each variant (reset before
+it). On CPU, peak resident set size (RSS), sampled every 2 ms from ``/proc/self/statm`` during the steps,
+with each variant in its own child process started with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors
+return to the OS and RSS tracks live memory (otherwise glibc keeps freed memory and the peak of one variant
+hides in another's). The ratio includes the model weights, optimizer state and activations, i.e. the whole
+process footprint during training.
+
+Usage:
+    python benchmarks/train_overhead.py --output outputs/bench/train_overhead.json
+    python benchmarks/train_overhead.py --model Qwen/Qwen2.5-0.5B-Instruct --steps 5 --batch-size 8 --output o.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+VARIANTS = ("sft", "infonce", "infonce_fgm")
+DEFAULT_DATA = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crossner" / "politics" / "train.txt"
+)
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", required=True, help="JSON file to write the figures to")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="base model (see cllmfs_hf.models)")
+    p.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="BIO file of real sentences (CrossNER politics train)"
+    )
+    p.add_argument("--steps", type=int, default=4, help="timed steps per variant (after warm-up)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    p.add_argument("--batch-size", type=int, default=4, help="records per step")
+    p.add_argument("--max-length", type=int, default=512, help="max tokens per record")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
+    )
+    p.add_argument("--gradient-checkpointing", action="store_true", help="train with gradient checkpointing")
+    p.add_argument("--skip-memory", action="store_true", help="time only; skip the peak-memory measurement")
+    p.add_argument("--memory-steps", type=int, default=2, help="steps per variant in the memory measurement")
+    p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    for name in ("steps", "batch_size", "max_length", "memory_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
+    if not Path(args.data).is_file():
+        p.error(
+            f"--data {args.data} not found: pass a BIO file (e.g. ../shared/data/crossner/politics/train.txt)"
+        )
+    return args
+
+
+def _records(args: argparse.Namespace, count: int) -> list[dict[str, Any]]:
+    from cllmfs_hf.data.readers import read_conll
+    from cllmfs_hf.data.records import build_records
+
+    records = build_records(read_conll(args.data))
+    random.Random(args.seed).shuffle(records)
+    if len(records) < count:
+        raise SystemExit(f"{args.data} gives {len(records)} records; {count} are needed.")
+    return records[:count]
+
+
+def _build(variant: str, args: argparse.Namespace, tokenizer: Any, records: list[dict[str, Any]], out: Path):
+    """A trainer for ``variant`` on a fresh copy of the base model, with its optimizer created."""
+    import torch
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from cllmfs_hf.config import CLLMFSConfig
+    from cllmfs_hf.data.records import records_to_dataset
+    from cllmfs_hf.models import load_base_model
+    from cllmfs_hf.trainer import CLLMFSTrainer
+
+    common = dict(
+        output_dir=str(out / variant),
+        report_to="none",
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=2e-4,
+        max_length=args.max_length,
+        gradient_checkpointing=args.gradient_checkpointing,
+        save_strategy="no",
+        seed=args.seed,
+        bf16=bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
+        disable_tqdm=True,
+    )
+    lora = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    dataset = records_to_dataset(records)
+    model = load_base_model(args.model)
+    if variant == "sft":
+        trainer = SFTTrainer(
+            model,
+            args=SFTConfig(**common),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
+    else:
+        cfg = CLLMFSConfig(
+            **common,
+            contrastive_weight=0.1,
+            adversarial="fgm" if variant == "infonce_fgm" else "none",
+        )
+        trainer = CLLMFSTrainer(
+            model, args=cfg, train_dataset=dataset, processing_class=tokenizer, peft_config=lora
+        )
+    if args.gradient_checkpointing:
+        trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainer.model.to(trainer.args.device)
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def _batches(args: argparse.Namespace, tokenizer: Any, records: list[dict[str, Any]]) -> tuple[list, float]:
+    """Collated batches (the same for every variant) and the median seconds to collate one."""
+    from cllmfs_hf.collator import CLLMFSDataCollator
+
+    collator = CLLMFSDataCollator(tokenizer, max_length=args.max_length, padding_side="right", seed=args.seed)
+    batches, times = [], []
+    for i in range(0, len(records), args.batch_size):
+        t0 = time.perf_counter()
+        batches.append(collator(records[i : i + args.batch_size]))
+        times.append(time.perf_counter() - t0)
+    return batches, statistics.median(times)
+
+
+def _step(trainer: Any, variant: str, batch: dict[str, Any]) -> float:
+    import torch
+
+    inputs = {k: v for k, v in batch.items() if variant != "sft" or not k.startswith("cl_")}
+    device = trainer.args.device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    num_items = (inputs["labels"][:, 1:] != -100).sum()
+    model = trainer.model
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    trainer.training_step(model, inputs, num_items)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+class _RssSampler:
+    """Peak resident set size of this process, sampled in a thread (bytes)."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> _RssSampler:
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def _memory_child(args: argparse.Namespace) -> None:
+    """Run one variant for a few steps and print its peak RSS during the steps as JSON (CPU only)."""
+    import torch
+
+    from cllmfs_hf.models import load_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variant = args.memory_child
+    tokenizer = load_tokenizer(args.model, padding_side="right")
+    records = _records(args, args.batch_size * (args.memory_steps + 1))
+    batches, _ = _batches(args, tokenizer, records)
+    out = Path(args.output).with_suffix(".work")
+    trainer = _build(variant, args, tokenizer, records, out)
+    _step(trainer, variant, batches[0])  # warm-up: optimizer state exists afterwards
+    with _RssSampler() as sampler:
+        before = sampler.peak
+        for batch in batches[1:]:
+            _step(trainer, variant, batch)
+    print(json.dumps({"variant": variant, "rss_before_bytes": before, "peak_rss_bytes": sampler.peak}))
+
+
+def _memory_cpu(args: argparse.Namespace) -> dict[str, dict[str, int]]:
+    results = {}
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    base = [sys.executable, str(Path(__file__).resolve()), "--output", args.output, "--model", args.model]
+    base += ["--data", args.data, "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
+    base += ["--seed", str(args.seed), "--memory-steps", str(args.memory_steps)]
+    if args.threads:
+        base += ["--threads", str(args.threads)]
+    if args.gradient_checkpointing:
+        base.append("--gradient-checkpointing")
+    for variant in VARIANTS:
+        proc = subprocess.run(base + ["--_memory-child", variant], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"memory measurement of {variant} failed:\n{proc.stderr[-3000:]}")
+        line = [x for x in proc.stdout.splitlines() if x.startswith("{")][-1]
+        results[variant] = json.loads(line)
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parse(argv)
+    if args.memory_child:
+        _memory_child(args)
+        return {}
+    import torch
+    import transformers
+    import trl
+
+    from cllmfs_hf.models import load_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tokenizer = load_tokenizer(args.model, padding_side="right")
+    rounds = args.warmup + args.steps
+    records = _records(args, args.batch_size * rounds)
+    batches, collate_seconds = _batches(args, tokenizer, records)
+    out = Path(args.output).with_suffix(".work")
+    trainers = {v: _build(v, args, tokenizer, records, out) for v in VARIANTS}
+    cuda = torch.cuda.is_available()
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    peaks: dict[str, int] = {v: 0 for v in VARIANTS}
+    for r, batch in enumerate(batches):
+        for variant in VARIANTS:
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            seconds = _step(trainers[variant], variant, batch)
+            if cuda and r >= args.warmup:
+                peaks[variant] = max(peaks[variant], torch.cuda.max_memory_allocated())
+            if r >= args.warmup:
+                times[variant].append(seconds)
+        print(
+            f"round {r + 1}/{rounds}: " + ", ".join(f"{v} {times[v][-1]:.2f}s" for v in VARIANTS if times[v]),
+            flush=True,
+        )
+    median = {v: statistics.median(times[v]) for v in VARIANTS}
+    result: dict[str, Any] = {
+        "infonce_step_ratio": median["infonce"] / median["sft"],
+        "infonce_fgm_step_ratio": median["infonce_fgm"] / median["sft"],
+        "sft_step_seconds": median["sft"],
+        "infonce_step_seconds": median["infonce"],
+        "infonce_fgm_step_seconds": median["infonce_fgm"],
+        "collate_seconds": collate_seconds,
+        "step_seconds_all": times,
+    }
+    del trainers
+    if cuda:
+        result["memory_method"] = "torch.cuda.max_memory_allocated during the timed steps"
+        result.update({f"{v}_peak_mem_bytes": peaks[v] for v in VARIANTS})
+        result["infonce_peak_mem_ratio"] = peaks["infonce"] / peaks["sft"]
+        result["infonce_fgm_peak_mem_ratio"] = peaks["infonce_fgm"] / peaks["sft"]
+    elif not args.skip_memory:
+        mem = _memory_cpu(args)
+        result["memory_method"] = (
+            "peak RSS sampled every 2 ms from /proc/self/statm during the steps, one child process per variant, "
+            "MALLOC_MMAP_THRESHOLD_=65536"
+        )
+        result.update({f"{v}_peak_mem_bytes": mem[v]["peak_rss_bytes"] for v in VARIANTS})
+        result["infonce_peak_mem_ratio"] = mem["infonce"]["peak_rss_bytes"] / mem["sft"]["peak_rss_bytes"]
+        result["infonce_fgm_peak_mem_ratio"] = (
+            mem["infonce_fgm"]["peak_rss_bytes"] / mem["sft"]["peak_rss_bytes"]
+        )
+    result.update(
+        {
+            "model": args.model,
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "max_length": args.max_length,
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "mean_tokens_per_batch": statistics.mean(float(b["attention_mask"].sum()) for b in batches),
+            "device": "cuda:" + torch.cuda.get_device_name() if cuda else f"cpu ({os.cpu_count()} cores)",
+            "torch_threads": torch.get_num_threads(),
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "trl": trl.__version__,
+            },
+            "python": platform.python_version(),
+            "targets": {
+                "infonce_step_ratio": 1.10,
+                "infonce_fgm_step_ratio": 2.2,
+                "infonce_peak_mem_ratio": 1.05,
+            },
+        }
+    )
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2))
+    _print_table(result)
+    return result
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print(
+        f"\nTraining step cost on {result['model']} ({result['device']}, batch {result['batch_size']}, "
+        f"~{result['mean_tokens_per_batch']:.0f} tokens/batch, median of {result['steps']} steps)"
+    )
+    print(f"{'variant':<14}{'s/step':>10}{'ratio':>9}{'peak mem MiB':>15}")
+    for v in VARIANTS:
+        secs = result[f"{v}_step_seconds"]
+        mem = result.get(f"{v}_peak_mem_bytes")
+        mem_s = f"{mem / 2**20:15.0f}" if mem else f"{'-':>15}"
+        print(f"{v:<14}{secs:10.2f}{secs / result['sft_step_seconds']:9.3f}{mem_s}")
+    targets = result["targets"]
+    for key, target in targets.items():
+        if key in result:
+            status = "ok" if result[key] <= target else "OVER"
+            print(f"{key:<26}{result[key]:8.3f}  (target <= {target}) {status}")
+    print(f"collate_seconds (CLLMFS collator, per batch): {result['collate_seconds']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

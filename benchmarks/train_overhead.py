@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "MALLOC_MMAP_THRESHOLD_=65536"
         )
         result.update({f"{v}_peak_mem_bytes": mem[v]["peak_rss_bytes"] for v in VARIANTS})
+        result.update({f"{v}_rss_before_steps_bytes": mem[v]["rss_before_bytes"] for v in VARIANTS})
         result["infonce_peak_mem_ratio"] = mem["infonce"]["peak_rss_bytes"] / mem["sft"]["peak_rss_bytes"]
         result["infonce_fgm_peak_mem_ratio"] = (
             mem["infonce_fgm"]["peak_rss_bytes"] / mem["sft"]["peak_rss_bytes"]

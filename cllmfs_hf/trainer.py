@@ -386,7 +386,11 @@ class CLLMFSTrainer(SFTTrainer):
                 if terms.neg_cos == terms.neg_cos:  # not NaN
                     self._metrics[mode]["contrastive_neg_cos"].append(terms.neg_cos)
         elif args.contrastive_enabled:
-            self._log_term(mode, "contrastive_loss", 0.0)
+            raise ValueError(
+                f"contrastive_weight={args.contrastive_weight} but the batch has none of {list(SPAN_KEYS)}: the "
+                "data collator does not carry span positions. Use cllmfs_hf.collator.CLLMFSDataCollator (the "
+                "default) or set contrastive_weight=0."
+            )
         return (loss, outputs) if return_outputs else loss
 
     def training_step(

@@ -393,6 +393,20 @@ def test_unhookable_model_and_bad_inputs(sentencepiece_tokenizer, tiny_model_fac
             train_dataset=datasets.Dataset.from_list(plain),
             processing_class=sentencepiece_tokenizer,
         )
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tokenized = datasets.Dataset.from_list(
+        [dict(r, input_ids=[5, 6, 7], labels=[5, 6, 7]) for r in records[:4]]
+    )
+    no_spans = CLLMFSTrainer(
+        model,
+        args=_config(tmp_path, max_steps=1, adversarial="none"),
+        train_dataset=tokenized,
+        processing_class=sentencepiece_tokenizer,
+        data_collator=DataCollatorForLanguageModeling(pad_token_id=sentencepiece_tokenizer.pad_token_id),
+    )
+    with pytest.raises(ValueError, match="CLLMFSDataCollator"):
+        no_spans.train()
     from trl import SFTConfig
 
     with pytest.raises(TypeError, match="CLLMFSConfig"):

@@ -415,3 +415,31 @@ def test_unhookable_model_and_bad_inputs(sentencepiece_tokenizer, tiny_model_fac
             args=SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False),
             train_dataset=records_to_dataset(records),
         )
+
+
+def test_left_padding_gives_the_right_padding_loss(
+    sentencepiece_tokenizer, tiny_model_factory, records, tmp_path
+):
+    args = _config(tmp_path, contrastive_weight=1.0, adversarial="none")
+    trainer = _trainer(
+        tiny_model_factory("qwen2", sentencepiece_tokenizer),
+        sentencepiece_tokenizer,
+        records,
+        args,
+        peft_config=_lora(),
+    )
+    rows = [r for r in records if r["spans"]][:3] + [r for r in records if not r["spans"]][:1]
+    trainer.model.train()
+    results = {}
+    for side in ("right", "left"):
+        batch = CLLMFSDataCollator(sentencepiece_tokenizer, padding_side=side)(rows)
+        assert batch["attention_mask"].sum(1).unique().numel() > 1  # padding happens
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=None)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+        assert torch.isfinite(grads).all()
+        results[side] = (loss.item(), trainer._metrics["train"]["contrastive_loss"][-1], grads)
+    assert results["left"][0] == pytest.approx(results["right"][0], rel=1e-4)
+    assert results["left"][1] == pytest.approx(results["right"][1], rel=1e-4)
+    assert torch.allclose(results["left"][2], results["right"][2], rtol=1e-3, atol=1e-6)

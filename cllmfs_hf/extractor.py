@@ -6,14 +6,17 @@ span of the text) and parsed back to offsets (:func:`~cllmfs_hf.decoding.parse_o
 
 How ``predict`` runs:
 
-- Records (text x type) are sorted by prompt length and generated in batches with left padding; a batch
-  stops as soon as every row has emitted end-of-sequence. A progress bar appears for runs of more than
+- Records (text x type) are grouped by type, sorted by prompt length and generated in batches with left
+  padding; a batch stops as soon as every row has emitted end-of-sequence. The prompt prefix shared by all
+  records of a type (chat template, instruction) is encoded once per type and call (``prefix_cache``). A progress bar appears for runs of more than
   ``progress_threshold`` records (or force it with ``progress=True``/``False``).
 - Texts longer than the model's context are split into overlapping windows at word boundaries; nothing is
   cut. **Window policy**: a mention that touches a window edge which is not an edge of the text is dropped
   from that window (the neighbouring window, which overlaps it by ``window_overlap`` tokens, sees it
   whole); identical mentions from two windows count once; overlapping mentions of the same type from
-  different windows are resolved in favour of the one farther from its window's edges (more context).
+  different windows are resolved in favour of the one farther from its window's edges (more context). A
+  mention longer than the overlap that crosses a window edge can be missed: raise ``window_overlap`` (or
+  ``max_context``) for texts with very long mentions. ``last_stats.split_texts`` says how many texts were split.
 - **Overlap policy for different types** (``overlap_policy``): ``"keep_all"`` (default) returns every
   predicted mention, so mentions of different types may overlap (each type is an independent query, as in
   the paper's evaluation); ``"longest"`` keeps a non-overlapping subset, preferring longer mentions, then the
@@ -34,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import time
@@ -68,7 +72,16 @@ OverlapPolicy = Literal["keep_all", "longest"]
 
 @dataclass
 class PredictionStats:
-    """What the last ``predict`` call did (see :attr:`NERExtractor.last_stats`)."""
+    """What the last ``predict`` call did (see :attr:`NERExtractor.last_stats`).
+
+    ``truncated`` counts answers that reached ``max_new_tokens`` before ending; ``malformed`` counts answers
+    that do not follow the template (only possible with ``constrained=False``); ``windows`` counts the
+    windows of all non-empty texts and ``split_texts`` the texts that needed more than one.
+
+    Example:
+        >>> PredictionStats(records=2, dropped_repeats=1).dropped
+        1
+    """
 
     texts: int = 0
     empty_texts: int = 0
@@ -82,6 +95,11 @@ class PredictionStats:
     dropped_repeats: int = 0
     malformed: int = 0
     seconds: float = 0.0
+
+    @property
+    def dropped(self) -> int:
+        """Generated spans that were not kept (not in the text, or repeated beyond their occurrences)."""
+        return self.dropped_not_in_input + self.dropped_repeats
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +131,9 @@ class NERExtractor:
         window_overlap: tokens shared by consecutive windows of a long text.
         overlap_policy: ``"keep_all"`` or ``"longest"`` (module docstring).
         progress_threshold: show a progress bar when a call has more records than this.
+        prefix_cache: compute the key/value cache of the prompt part shared by all records of a type (chat
+            template, system prompt, instruction) once per type and call, instead of once per record. It is
+            checked once against a plain forward (logits must agree) and switched off if they do not.
 
     Example:
         >>> extractor = NERExtractor(model, tokenizer, entity_types=["PER", "LOC"])  # doctest: +SKIP
@@ -133,6 +154,7 @@ class NERExtractor:
         window_overlap: int = 32,
         overlap_policy: OverlapPolicy = "keep_all",
         progress_threshold: int = 64,
+        prefix_cache: bool = True,
     ) -> None:
         if not hasattr(model, "generate"):
             raise TypeError(f"model must be a generative model with .generate(), got {type(model).__name__}.")
@@ -169,6 +191,10 @@ class NERExtractor:
             raise ValueError(f"overlap_policy must be 'keep_all' or 'longest', got {overlap_policy!r}.")
         self.overlap_policy = overlap_policy
         self.progress_threshold = progress_threshold
+        if not isinstance(prefix_cache, bool):
+            raise ValueError(f"prefix_cache must be True or False, got {prefix_cache!r}.")
+        self.prefix_cache = prefix_cache
+        self._prefix_verified: bool | None = None
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("The tokenizer has neither a pad nor an EOS token: set tokenizer.pad_token.")
@@ -365,6 +391,52 @@ class NERExtractor:
         return windows
 
     # -- generation ---------------------------------------------------------------------------------------
+    def _label_prefix(self, label: str) -> tuple[list[int], Any] | None:
+        """The token prefix every prompt of ``label`` starts with, and its key/value cache (batch 1)."""
+        a = self._prompt_ids(label, "Alpha beta .")
+        b = self._prompt_ids(label, "Gamma")
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        if n < 8:
+            return None
+        ids = a[:n]
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([ids], device=self._device()), use_cache=True)
+        cache = getattr(out, "cache", None)
+        if cache is None:
+            cache = getattr(out, "past_key_values", None)
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            return None
+        return ids, cache
+
+    def _verify_prefix(self, record: _Record, prefix: tuple[list[int], Any]) -> bool:
+        """Once per extractor: the cached prefix gives the same next-token logits as a plain forward."""
+        if self._prefix_verified is None:
+            ids, cache = prefix
+            device = self._device()
+            full = torch.tensor([record.prompt_ids], device=device)
+            suffix = full[:, len(ids) :]
+            with torch.inference_mode():
+                plain = self.model(input_ids=full).logits[0, -1].float()
+                cached = (
+                    self.model(
+                        input_ids=suffix,
+                        attention_mask=torch.ones_like(full),
+                        position_ids=torch.arange(len(ids), full.shape[1], device=device)[None],
+                        cache=copy.deepcopy(cache),
+                    )
+                    .logits[0, -1]
+                    .float()
+                )
+            scale = plain.abs().max().clamp(min=1.0)
+            self._prefix_verified = bool(((plain - cached).abs().max() / scale) < 1e-3)
+            if not self._prefix_verified:
+                logger.warning(
+                    "Prefix caching changes this model's logits; NERExtractor switches it off (prefix_cache=False)."
+                )
+        return self._prefix_verified
+
     def _device(self) -> torch.device:
         try:
             return next(self.model.parameters()).device
@@ -379,13 +451,33 @@ class NERExtractor:
         max_new_tokens: int | None,
         generate_kwargs: dict[str, Any],
         stats: PredictionStats,
+        prefix: tuple[list[int], Any] | None = None,
     ) -> list[list[tuple[int, int]]]:
-        width = max(len(r.prompt_ids) for r in batch)
+        kwargs = dict(generate_kwargs)
+        n = len(prefix[0]) if prefix is not None else 0
+        if prefix is not None and not all(
+            len(r.prompt_ids) > n and r.prompt_ids[:n] == prefix[0] and r.label == batch[0].label
+            for r in batch
+        ):
+            n, prefix = 0, None
+        if prefix is not None and not self._verify_prefix(batch[0], prefix):
+            n, prefix = 0, None
+        # layout: [shared prefix][left padding][rest of the prompt]; positions follow the attention mask
+        width = n + max(len(r.prompt_ids) - n for r in batch)
         input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
         for i, r in enumerate(batch):
-            input_ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-            attention[i, width - len(r.prompt_ids) :] = 1
+            rest = r.prompt_ids[n:]
+            input_ids[i, width - len(rest) :] = torch.tensor(rest)
+            attention[i, width - len(rest) :] = 1
+            if n:
+                input_ids[i, :n] = torch.tensor(prefix[0])
+                attention[i, :n] = 1
+        if prefix is not None:
+            beams = kwargs.get("num_beams") or getattr(self.model.generation_config, "num_beams", 1) or 1
+            cache = copy.deepcopy(prefix[1])
+            cache.batch_repeat_interleave(len(batch) * int(beams))
+            kwargs["cache"] = cache
         cap = max_new_tokens or max(self._auto_new_tokens(r.sentence_tokens) for r in batch)
         processors = LogitsProcessorList()
         proc = None
@@ -394,7 +486,6 @@ class NERExtractor:
                 self.tokenizer, [r.sentence for r in batch], self.constraint, eos_token_id=self.eos_token_ids
             )
             processors.append(proc)
-        kwargs = dict(generate_kwargs)
         user_processors = kwargs.pop("logits_processor", None)
         if user_processors:
             processors.extend(user_processors)
@@ -493,7 +584,19 @@ class NERExtractor:
                     records.append(_Record(ti, wi, label, sentence, ws, prompt, n_tokens))
         stats.records = len(records)
 
-        order = sorted(range(len(records)), key=lambda i: -len(records[i].prompt_ids))
+        # batches hold one type each (its prompts share a prefix), longest prompts first (least padding)
+        type_rank = {t: i for i, t in enumerate(types)}
+        order = sorted(
+            range(len(records)), key=lambda i: (type_rank[records[i].label], -len(records[i].prompt_ids))
+        )
+        batches: list[list[_Record]] = []
+        for i in order:
+            r = records[i]
+            if batches and len(batches[-1]) < batch_size and batches[-1][0].label == r.label:
+                batches[-1].append(r)
+            else:
+                batches.append([r])
+        prefixes: dict[str, tuple[list[int], Any] | None] = {}
         found: list[list[tuple[int, int, str, int]]] = [[] for _ in texts]  # (start, end, label, window)
         show = progress if progress is not None else len(records) > self.progress_threshold
         bar = None
@@ -502,14 +605,17 @@ class NERExtractor:
 
             bar = tqdm(total=len(records), desc="NER records", unit="rec")
         try:
-            for b in range(0, len(order), batch_size):
-                batch = [records[i] for i in order[b : b + batch_size]]
+            for batch in batches:
+                label = batch[0].label
+                if self.prefix_cache and self._prefix_verified is not False and label not in prefixes:
+                    prefixes[label] = self._label_prefix(label)
                 spans = self._generate_batch(
                     batch,
                     constrained=constrained,
                     max_new_tokens=max_new_tokens,
                     generate_kwargs=generate_kwargs,
                     stats=stats,
+                    prefix=prefixes.get(label) if self.prefix_cache else None,
                 )
                 stats.batches += 1
                 for r, row_spans in zip(batch, spans):

@@ -40,8 +40,8 @@ class Oracle(LogitsProcessor):
 
     def _target(self, prompt_text: str) -> bytes:
         type_name = re.search(r"the entity of (.+?) in the input", prompt_text).group(1)
-        sentence = prompt_text.split(INPUT_PREFIX, 1)[1]
-        sentence = sentence[: sentence.index("<|im_end|>")]
+        # decoded without special tokens (the pads, which may sit between the shared prompt prefix and the rest)
+        sentence = prompt_text.split(INPUT_PREFIX, 1)[1].rsplit("\nassistant\n", 1)[0]
         self.queries.append((type_name, sentence))
         starts, ends = span_boundaries(sentence)
         found = []
@@ -60,7 +60,9 @@ class Oracle(LogitsProcessor):
             self.prompt = input_ids.clone()
             self.prompt_len = input_ids.shape[1]
             self.queries = []
-            self.targets = [self._target(self.tokenizer.decode(row)) for row in input_ids]
+            self.targets = [
+                self._target(self.tokenizer.decode(row, skip_special_tokens=True)) for row in input_ids
+            ]
         bias = torch.zeros_like(scores)
         for r, row in enumerate(input_ids[:, self.prompt_len :].tolist()):
             done = self.trie.decode(row).encode()
@@ -139,7 +141,7 @@ def test_random_model_predictions_are_spans_sorted_by_position(tiny_extractor):
     texts = ["The Labour Party won in New York , said José Müller .", "Ada met Bob", "Paris"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a random model may hit the token cap
-        out = tiny_extractor.predict(texts, batch_size=4, do_sample=True, temperature=5.0)
+        out = tiny_extractor.predict(texts, batch_size=4, do_sample=True, temperature=5.0, max_new_tokens=40)
     stats = tiny_extractor.last_stats
     assert (
         stats.records == 6 and stats.batches == 2 and stats.malformed == 0 and stats.dropped_not_in_input == 0
@@ -149,6 +151,18 @@ def test_random_model_predictions_are_spans_sorted_by_position(tiny_extractor):
         for m in mentions:
             assert set(m) == {"start", "end", "text", "label"}
             assert text[m["start"] : m["end"]] == m["text"] and m["label"] in {"LOC", "ORG"}
+
+
+def test_beam_search_through_predict(tiny_extractor):
+    texts = ["Ada met Bob in Paris .", "Labour won"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = tiny_extractor.predict(texts, ["LOC"], num_beams=3, max_new_tokens=30)
+    assert tiny_extractor.last_stats.malformed == 0
+    for text, mentions in zip(texts, out):
+        assert all(text[m["start"] : m["end"]] == m["text"] for m in mentions)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        tiny_extractor.predict(texts, ["LOC"], num_beams=2, num_return_sequences=2)
 
 
 def test_oracle_model_batched_equals_one_by_one_and_kth_occurrence(tiny_extractor):
@@ -285,9 +299,28 @@ def test_from_pretrained_adapter_folder_brings_its_types(tmp_path, smollm2_token
 @pytest.mark.slow
 def test_default_model_end_to_end():
     ex = NERExtractor.from_pretrained()
-    texts = ["Angela Merkel met Emmanuel Macron in Berlin .", "The Labour Party won the election ."]
-    out = ex.predict(texts, ["person", "politicalparty"], batch_size=4)
-    assert ex.last_stats.records == 4 and ex.last_stats.malformed == 0
+    assert ex.model.config.num_hidden_layers == 30
+    texts = ["Angela Merkel met Emmanuel Macron in Berlin .", "Labour won ."]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the untrained model may run to the cap
+        out = ex.predict(texts, ["person"], batch_size=2, max_new_tokens=32)
+    stats = ex.last_stats
+    assert stats.records == 2 and stats.batches == 1 and stats.malformed == 0 and stats.dropped == 0
     for text, mentions in zip(texts, out):
         for m in mentions:
-            assert text[m["start"] : m["end"]] == m["text"]
+            assert text[m["start"] : m["end"]] == m["text"] and m["label"] == "person"
+
+
+def test_prefix_cache_gives_the_same_predictions(smollm2_tokenizer):
+    model = _tiny(smollm2_tokenizer, seed=7)
+    texts = ["Ada met Bob in Paris .", "The Labour Party won in New York , said José Müller .", "Rain"]
+    cached = NERExtractor(model, smollm2_tokenizer, ["LOC", "PER"])
+    plain = NERExtractor(model, smollm2_tokenizer, ["LOC", "PER"], prefix_cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        a = cached.predict(texts, batch_size=2, max_new_tokens=24)
+        b = plain.predict(texts, batch_size=2, max_new_tokens=24)
+        c = cached.predict(texts, batch_size=2, max_new_tokens=24, num_beams=2)
+        d = plain.predict(texts, batch_size=2, max_new_tokens=24, num_beams=2)
+    assert cached._prefix_verified is True
+    assert a == b and c == d

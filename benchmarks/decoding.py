@@ -1,0 +1,217 @@
+"""Benchmark of span-constrained decoding and batched extraction (issue 4).
+
+Two figures, measured in one run on the same model and inputs:
+
+- ``constrained_token_time_ratio``: per-token decoding time with ``SpanConstrainedLogitsProcessor`` divided
+  by the time without it. The constrained batch runs first (greedy, until every row ends); the
+  unconstrained batch then runs for exactly the same number of steps (``min_new_tokens = max_new_tokens``),
+  so both decode the same number of tokens over the same prompts. The vocabulary trie is built before
+  timing (it is built once per tokenizer and cached; its build time is reported separately), while the
+  per-sentence automata start cold, as they do for new sentences. Target: <= 1.10.
+- ``batched_predict_speedup``: records (sentence x type) per second of ``NERExtractor.predict`` with
+  batching, divided by the same records predicted one at a time (``predict([text], [type], batch_size=1)``).
+  Target: >= 4.
+
+Usage::
+
+    python benchmarks/decoding.py --output outputs/bench_decoding.json
+    python benchmarks/decoding.py --model path/or/hub-id --sentences 32 --output out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "crossner" / "politics" / "test.txt"
+
+
+class _Timed:
+    """Wraps a logits processor and sums the time spent inside it."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+        self.seconds = 0.0
+
+    def __call__(self, input_ids, scores):
+        t = time.perf_counter()
+        out = self.processor(input_ids, scores)
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", required=True, help="Where to write the JSON results.")
+    p.add_argument("--model", default=None, help="Base model (default: the built-in smollm2-135m-instruct).")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="A dataset file readable by read_dataset.")
+    p.add_argument("--sentences", type=int, default=8, help="Sentences for the throughput comparison.")
+    p.add_argument("--types", nargs="+", default=["person", "politicalparty"], help="Entity types queried.")
+    p.add_argument("--batch-size", type=int, default=16, help="Records per generate call when batching.")
+    p.add_argument("--ratio-batch", type=int, default=4, help="Rows of the batch timed for the token ratio.")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="Answer cap for both measurements.")
+    p.add_argument("--repeats", type=int, default=3, help="Repetitions of the token-time measurement.")
+    p.add_argument("--max-words", type=int, default=40, help="Use sentences of at most this many tokens.")
+    args = p.parse_args(argv)
+    for name in ("sentences", "batch_size", "ratio_batch", "max_new_tokens", "repeats", "max_words"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse(argv)
+    import torch
+    from transformers import LogitsProcessorList
+
+    from cllmfs_hf.data.readers import read_dataset
+    from cllmfs_hf.decoding import SpanConstrainedLogitsProcessor, VocabularyTrie
+    from cllmfs_hf.extractor import NERExtractor
+    from cllmfs_hf.models import DEFAULT_MODEL
+
+    model_name = args.model or DEFAULT_MODEL
+    t0 = time.perf_counter()
+    extractor = NERExtractor.from_pretrained(model_name)
+    load_seconds = time.perf_counter() - t0
+    model, tokenizer = extractor.model, extractor.tokenizer
+    VocabularyTrie._cache.clear()
+    t0 = time.perf_counter()
+    trie = VocabularyTrie.for_tokenizer(tokenizer)
+    trie_seconds = time.perf_counter() - t0
+    extractor.trie = trie
+
+    sentences = [s.text for s in read_dataset(args.data) if 3 <= len(s.tokens) <= args.max_words]
+    if len(sentences) < max(args.sentences, args.ratio_batch):
+        raise SystemExit(f"{args.data} has only {len(sentences)} sentences of 3..{args.max_words} tokens.")
+
+    # ---- per-token time with vs without the processor ------------------------------------------------
+    label = args.types[0]
+    ratio_sents = sentences[: args.ratio_batch]
+    prompts = [extractor._prompt_ids(label, s) for s in ratio_sents]
+    width = max(map(len, prompts))
+    input_ids = torch.full((len(prompts), width), extractor.pad_token_id, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p) :] = torch.tensor(p)
+        attention[i, width - len(p) :] = 1
+    common = dict(
+        input_ids=input_ids,
+        attention_mask=attention,
+        do_sample=False,
+        eos_token_id=extractor.eos_token_ids,
+        pad_token_id=extractor.pad_token_id,
+    )
+    with torch.inference_mode():
+        model.generate(**common, max_new_tokens=4)  # warm-up
+    ratios, per_token_c, per_token_u, proc_share = [], [], [], []
+    steps = 0
+    for _ in range(args.repeats):
+        trie._automata.clear()  # per-sentence automata start cold every repeat
+        timed = _Timed(
+            SpanConstrainedLogitsProcessor(tokenizer, ratio_sents, eos_token_id=extractor.eos_token_ids)
+        )
+        with torch.inference_mode():
+            t = time.perf_counter()
+            out = model.generate(
+                **common, max_new_tokens=args.max_new_tokens, logits_processor=LogitsProcessorList([timed])
+            )
+            tc = time.perf_counter() - t
+            steps = out.shape[1] - width
+            t = time.perf_counter()
+            out_u = model.generate(**common, max_new_tokens=steps, min_new_tokens=steps)
+            tu = time.perf_counter() - t
+        assert out_u.shape[1] - width == steps
+        ratios.append(tc / tu)
+        per_token_c.append(tc / (steps * len(prompts)))
+        per_token_u.append(tu / (steps * len(prompts)))
+        proc_share.append(timed.seconds / tc)
+    ratio = statistics.median(ratios)
+    share = statistics.median(proc_share)
+
+    # ---- batched predict vs one record at a time ----------------------------------------------------
+    texts = sentences[: args.sentences]
+    records = len(texts) * len(args.types)
+    trie._automata.clear()
+    t = time.perf_counter()
+    batched = extractor.predict(
+        texts, args.types, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=False
+    )
+    batched_seconds = time.perf_counter() - t
+    batched_stats = extractor.last_stats.to_dict()
+    trie._automata.clear()
+    t = time.perf_counter()
+    naive: list[list[dict]] = [[] for _ in texts]
+    for i, text in enumerate(texts):
+        for label in args.types:
+            naive[i] += extractor.predict(
+                [text], [label], batch_size=1, max_new_tokens=args.max_new_tokens, progress=False
+            )[0]
+    naive_seconds = time.perf_counter() - t
+    same = sum(
+        sorted(map(json.dumps, a)) == sorted(map(json.dumps, b)) for a, b in zip(batched, naive)
+    ) / len(texts)
+
+    result = {
+        "model": model_name,
+        "device": str(extractor._device()),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "load_seconds": round(load_seconds, 2),
+        "trie_build_seconds": round(trie_seconds, 3),
+        "constrained_token_time_ratio": round(ratio, 4),
+        "constrained_token_time_ratios": [round(r, 4) for r in ratios],
+        "constrained_seconds_per_token": round(statistics.median(per_token_c), 5),
+        "unconstrained_seconds_per_token": round(statistics.median(per_token_u), 5),
+        "processor_share_of_constrained_time": round(share, 4),
+        # the ratio the processor alone causes (its own time over the rest of the constrained run): robust to
+        # the machine's load changing between the two timed runs
+        "processor_overhead_ratio": round(1.0 / (1.0 - share), 4),
+        "ratio_batch_rows": len(prompts),
+        "ratio_steps": steps,
+        "records": records,
+        "batch_size": args.batch_size,
+        "batched_seconds": round(batched_seconds, 2),
+        "naive_seconds": round(naive_seconds, 2),
+        "batched_records_per_second": round(records / batched_seconds, 3),
+        "naive_records_per_second": round(records / naive_seconds, 3),
+        "batched_predict_speedup": round(naive_seconds / batched_seconds, 3),
+        "batched_equals_naive_fraction": round(same, 3),
+        "batched_stats": batched_stats,
+        "targets": {"constrained_token_time_ratio": "<= 1.10", "batched_predict_speedup": ">= 4"},
+    }
+    rows = [
+        ("constrained_token_time_ratio", result["constrained_token_time_ratio"], "<= 1.10"),
+        ("  per token, constrained (s)", result["constrained_seconds_per_token"], ""),
+        ("  per token, unconstrained (s)", result["unconstrained_seconds_per_token"], ""),
+        ("  processor share of time", result["processor_share_of_constrained_time"], ""),
+        ("  overhead ratio from processor time", result["processor_overhead_ratio"], ""),
+        ("batched_predict_speedup", result["batched_predict_speedup"], ">= 4"),
+        ("  batched records/s", result["batched_records_per_second"], ""),
+        ("  naive records/s", result["naive_records_per_second"], ""),
+        ("trie build (s, once per tokenizer)", result["trie_build_seconds"], ""),
+    ]
+    print(f"{'metric':<38}{'value':>12}  target")
+    for name, value, target in rows:
+        print(f"{name:<38}{value:>12}  {target}")
+    out_path = Path(args.output)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -203,10 +203,11 @@ class CLLMFSTrainer(SFTTrainer):
             tokenizer.pad_token = args.pad_token or tokenizer.eos_token
         for name, dataset in (("train_dataset", train_dataset), *self._named_eval(eval_dataset)):
             self._check_columns(name, dataset)
-        if args.adversarial_enabled and args.deepspeed is not None:
+        # `args.deepspeed` is set by --deepspeed; `accelerate launch` with a DeepSpeed config sets the plugin instead.
+        if args.adversarial_enabled and (args.deepspeed is not None or args.deepspeed_plugin is not None):
             raise ValueError(
                 "adversarial='fgm' is not supported with DeepSpeed: accelerate steps the DeepSpeed engine on every "
-                "backward, and FGM needs two per micro-batch. Use DDP or FSDP, or set adversarial='none'."
+                "backward, and FGM needs two per micro-batch. Use DDP or FSDP, or pass --adversarial none."
             )
         if data_collator is None:
             data_collator = CLLMFSDataCollator(

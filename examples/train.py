@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.set_defaults(
         **DEMO_DEFAULTS, **model_defaults, model_name_or_path=default_model_config().model_name_or_path
     )
-    data_args, model_args, training_args = parser.parse_args_and_config(argv)
+    # the fourth value is the namespace of --config, already applied by TrlParser
+    data_args, model_args, training_args, _ = parser.parse_args_and_config(argv)
     report = run_training(data_args, model_args, training_args)
     if "f1" in report:
         summary = {k: report.get(k) for k in ("precision", "recall", "f1", "train_seconds", "adapter_dir")}

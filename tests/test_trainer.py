@@ -443,3 +443,17 @@ def test_left_padding_gives_the_right_padding_loss(
     assert results["left"][0] == pytest.approx(results["right"][0], rel=1e-4)
     assert results["left"][1] == pytest.approx(results["right"][1], rel=1e-4)
     assert torch.allclose(results["left"][2], results["right"][2], rtol=1e-3, atol=1e-6)
+
+
+def test_fgm_refused_under_accelerate_deepspeed(
+    tmp_path, smollm2_tokenizer, tiny_model_factory, records, monkeypatch
+):
+    """`accelerate launch --config_file deepspeed_zero2.yaml` sets no --deepspeed, only the plugin: still refused."""
+    pytest.importorskip("deepspeed")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    args = _config(tmp_path, use_cpu=False)
+    assert args.deepspeed is None and args.deepspeed_plugin is not None
+    model = tiny_model_factory("llama", smollm2_tokenizer)
+    with pytest.raises(ValueError, match="--adversarial none"):
+        _trainer(model, smollm2_tokenizer, records[:4], args, peft_config=_lora())

@@ -888,8 +888,11 @@ class _Occurrences:
 
 
 def _strict_items(rest: str, occurrences: _Occurrences) -> list[str] | None:
-    """Split ``rest`` (text after the preamble) into span texts, backtracking over ambiguous closes."""
-    counts: dict[str, int] = {}
+    """Split ``rest`` (text after the preamble) into span texts, backtracking over ambiguous closes.
+
+    Each item must be a legal span of the input; how many times a text may repeat is left to the caller
+    (outputs generated with ``allow_duplicates=True`` may repeat a span more often than it occurs).
+    """
 
     def rec(pos: int) -> list[str] | None:
         if pos == len(rest):
@@ -900,13 +903,10 @@ def _strict_items(rest: str, occurrences: _Occurrences) -> list[str] | None:
         idx = rest.find(CLOSE_DELIMITER, begin + 1)
         while idx != -1:
             text = rest[begin:idx]
-            occ = len(occurrences(text))
-            if occ > counts.get(text, 0):
-                counts[text] = counts.get(text, 0) + 1
+            if occurrences(text):
                 tail = rec(idx + len(CLOSE_DELIMITER))
                 if tail is not None:
                     return [text] + tail
-                counts[text] -= 1
             idx = rest.find(CLOSE_DELIMITER, idx + 1)
         return None
 

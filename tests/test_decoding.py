@@ -25,6 +25,16 @@ from cllmfs_hf.template import PREAMBLE, format_completion, prompt_messages
 PUNCT = [",", ".", "(", ")", "'s", "-", '"', ";", ">>>", "<<<", "José", "Müller", "北京", "€5", "naïve"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models gain nothing from threads, and on a loaded machine OpenMP threads spin-wait: with two
+    threads a tiny model's step was measured 40x slower than with one. Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------------
@@ -68,8 +78,10 @@ def _check_row(proc, row_ids, sentence, config: SpanConstraintConfig):
     text, ended = proc.decode(row_ids)
     result = parse_output(text, sentence, word_boundaries=config.word_boundaries, complete=ended)
     assert result.well_formed, (text, sentence)
-    assert result.dropped == 0, (text, sentence)
-    if ended:
+    assert result.dropped_not_in_input == 0, (text, sentence)
+    if not config.allow_duplicates:
+        assert result.dropped_repeats == 0, (text, sentence)
+    if ended and not result.dropped_repeats:
         assert text.lstrip(" ") == format_completion(result.texts), (text, result)
     starts, ends = span_boundaries(sentence, config.word_boundaries)
     for (s, e), t in zip(result.spans, result.texts):

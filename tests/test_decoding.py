@@ -436,3 +436,33 @@ def test_span_boundaries_word_and_character_modes():
     assert span_boundaries("Paris, France") == ([0, 5, 7], [5, 6, 13])
     starts, ends = span_boundaries("a b", word_boundaries=False)
     assert starts == [0, 2] and ends == [1, 3]
+
+
+def test_slow_path_for_characters_no_token_can_produce(sentencepiece_tokenizer):
+    """The SentencePiece fixture has no byte fallback: characters outside its vocabulary cannot be generated,
+    so spans containing them must never be started (token-level liveness), and decoding never dead-ends."""
+    tok = sentencepiece_tokenizer
+    sentences = ["Paris 北京 Berlin", "Rome and 北"]
+    config = SpanConstraintConfig(word_boundaries=False)
+    proc = SpanConstrainedLogitsProcessor(tok, sentences, config)
+    assert not proc.automata[0].coverable
+    auto = proc.automata[0]
+    state = auto.initial
+    for b in (PREAMBLE + " <<< Paris ").encode():
+        state = auto.step(state, b)
+    pieces = {auto.trie.contributions[i] for i in auto.allowed(state)[0].tolist()}
+    assert pieces and not any("北".encode()[:1] in p for p in pieces)  # 'Paris 北...' cannot be continued
+    enc = _prompt_batch(tok, sentences)
+    for seed in range(3):
+        model = _tiny(tok, seed=seed)
+        torch.manual_seed(seed)
+        out = model.generate(
+            **enc,
+            logits_processor=LogitsProcessorList([proc, _AssertSomethingAllowed()]),
+            do_sample=True,
+            temperature=10.0,
+            max_new_tokens=40,
+        )
+        for r, row in enumerate(out[:, enc["input_ids"].shape[1] :].tolist()):
+            result = _check_row(proc, row, sentences[r], config)
+            assert all("北" not in t for t in result.texts)

@@ -229,3 +229,23 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
 
     assert load_file(out / "adapter" / "adapter_model.safetensors")  # written whole, loadable
+
+
+def test_demo_recipe_matches_the_default_job():
+    """examples/recipes/demo.yaml writes out exactly what `python examples/train.py` does with no arguments."""
+    import dataclasses
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_example", TRAIN)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    recipe = REPO_ROOT / "examples" / "recipes" / "demo.yaml"
+    defaults = train.parse_args([])
+    from_recipe = train.parse_args(["--config", str(recipe)])
+    for a, b in zip(defaults, from_recipe):
+        fields = [f.name for f in dataclasses.fields(a)]
+        assert {f: getattr(a, f) for f in fields} == {f: getattr(b, f) for f in fields}
+    data_args, model_args, training_args = defaults
+    assert training_args.adversarial == "none" and training_args.contrastive_weight > 0
+    assert model_args.model_name_or_path == "smollm2-135m-instruct" and model_args.use_peft
+    assert data_args.train_file is None and training_args.output_dir == "outputs/demo"

@@ -77,7 +77,10 @@ def build_records(
                 {
                     "prompt": [{"role": "user", "content": content}],
                     "completion": [
-                        {"role": "assistant", "content": format_completion([sentence.mention_text(m) for m in mine])}
+                        {
+                            "role": "assistant",
+                            "content": format_completion([sentence.mention_text(m) for m in mine]),
+                        }
                     ],
                     "sentence": sentence.text,
                     "sentence_offset": offset,

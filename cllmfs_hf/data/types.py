@@ -62,7 +62,9 @@ class AnnotatedSentence:
             )
         for tok, (s, e) in zip(self.tokens, self.token_offsets):
             if self.text[s:e] != tok:
-                raise ValueError(f"{self._where()}token {tok!r} does not match text[{s}:{e}]={self.text[s:e]!r}.")
+                raise ValueError(
+                    f"{self._where()}token {tok!r} does not match text[{s}:{e}]={self.text[s:e]!r}."
+                )
         for m in self.mentions:
             if m.end > len(self.text):
                 raise ValueError(

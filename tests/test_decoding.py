@@ -47,14 +47,16 @@ def real_words(shared_data) -> list[str]:
 
 
 def _prompt_batch(tokenizer, sentences, type_name="person", description="names of people"):
-    tokenizer.padding_side = "left"
+    # left padding for generation, asked per call: the session tokenizer fixtures are shared and stay as they are
     prompts = [
         tokenizer.apply_chat_template(
             prompt_messages(type_name, description, s), add_generation_prompt=True, tokenize=False
         )
         for s in sentences
     ]
-    return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return tokenizer(
+        prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+    )
 
 
 def _tiny(tokenizer, seed=0, family="llama"):

@@ -114,9 +114,7 @@ def test_help_documents_every_option(tmp_path):
 
 def test_bad_data_file_fails_before_training(tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.txt"
-    bad.write_text(
-        "Angela\tB-politician\nMerkel\tI-politician extra-col?\tX\n\nled\tI-party\n", encoding="utf-8"
-    )
+    bad.write_text("Angela\tB-politician\nMerkel\tI-politician\n\nled\tI-party\n", encoding="utf-8")
     out = tmp_path / "run"
     proc = _run(
         [

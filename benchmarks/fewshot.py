@@ -58,6 +58,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.encoder_baseline import EncoderConfig, train_encoder  # noqa: E402
 from benchmarks.stats import paired_bootstrap, paired_bootstrap_multi, per_sentence_counts  # noqa: E402
+from cllmfs_hf.data.descriptions import read_descriptions  # noqa: E402
 from cllmfs_hf.data.readers import find_splits, read_dataset  # noqa: E402
 from cllmfs_hf.data.records import build_records, label_set, records_to_dataset  # noqa: E402
 from cllmfs_hf.data.sampling import SamplingError, greedy_kshot  # noqa: E402
@@ -397,23 +398,6 @@ class DatasetBundle:
         }
 
 
-def _read_descriptions(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}:{exc.lineno}: not valid JSON ({exc.msg}). Fix: write one JSON object mapping label -> description."
-        ) from exc
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
-        raise ValueError(f"{path}: expected one JSON object mapping label (string) -> description (string).")
-    empty = [k for k, v in data.items() if not v.strip()]
-    if empty:
-        raise ValueError(f"{path}: empty descriptions for {empty}; give each label a text or remove it.")
-    return data
-
-
 def load_dataset_folder(
     folder: str | Path,
     *,
@@ -453,7 +437,7 @@ def load_dataset_folder(
     descriptions, desc_file = None, None
     if (folder / DESCRIPTIONS_FILE).is_file():
         desc_path = folder / DESCRIPTIONS_FILE
-        descriptions = _read_descriptions(desc_path)
+        descriptions = read_descriptions(desc_path)
         unknown = sorted(set(descriptions) - set(entity_types))
         if unknown:
             raise ValueError(
@@ -511,7 +495,7 @@ def load_source_data(path: str | Path) -> DatasetBundle:
     descriptions, desc_file = None, None
     if (folder / DESCRIPTIONS_FILE).is_file():
         descriptions, desc_file = (
-            _read_descriptions(folder / DESCRIPTIONS_FILE),
+            read_descriptions(folder / DESCRIPTIONS_FILE),
             str(folder / DESCRIPTIONS_FILE),
         )
     return DatasetBundle(

@@ -16,7 +16,6 @@ Example (tiny run on the bundled sample)::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data.descriptions import read_descriptions
 from .data.readers import read_dataset
 from .data.records import build_records, label_set, records_to_dataset
 from .data.types import AnnotatedSentence
@@ -140,22 +140,6 @@ def default_model_config(**overrides: Any):
     return ModelConfig(**values)
 
 
-def _load_descriptions(path: str | None) -> dict[str, str] | None:
-    if path is None:
-        return None
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); expected {{label: description}}."
-        ) from exc
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
-        raise ValueError(f"{path}: expected a JSON object mapping label (string) -> description (string).")
-    return data
-
-
 def load_job_data(
     data_args: DataArguments,
 ) -> tuple[list[AnnotatedSentence], list[AnnotatedSentence], str, str]:
@@ -238,7 +222,7 @@ def run_training(data_args: DataArguments, model_args, training_args) -> dict[st
     from .trainer import CLLMFSTrainer
 
     # 1. Everything that can fail on user input fails here, before any training.
-    descriptions = _load_descriptions(data_args.descriptions_file)
+    descriptions = read_descriptions(data_args.descriptions_file) if data_args.descriptions_file else None
     support, test, train_src, test_src = load_job_data(data_args)
     entity_types = list(data_args.entity_types or label_set(support))
     records = build_records(

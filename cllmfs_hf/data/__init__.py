@@ -1,6 +1,6 @@
 """The data layer: annotated sentences, readers, sampling and instruction records."""
 
-from .descriptions import TYPE_DESCRIPTIONS, describe_type
+from .descriptions import TYPE_DESCRIPTIONS, describe_type, read_descriptions
 from .labels import normalize_label, type_name
 from .readers import (
     DataFormatError,
@@ -33,6 +33,7 @@ __all__ = [
     "type_name",
     "TYPE_DESCRIPTIONS",
     "describe_type",
+    "read_descriptions",
     "DataFormatError",
     "detect_scheme",
     "read_conll",

@@ -12,11 +12,13 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 from .labels import type_name
 
-__all__ = ["TYPE_DESCRIPTIONS", "describe_type"]
+__all__ = ["TYPE_DESCRIPTIONS", "describe_type", "read_descriptions"]
 
 _PEOPLE = "names of people, including fictional characters"
 _LOCATIONS = "names of locations such as countries, cities, regions, mountains and bodies of water"
@@ -216,3 +218,22 @@ def describe_type(label: str, overrides: Mapping[str, str] | None = None) -> str
         if key in TYPE_DESCRIPTIONS:
             return TYPE_DESCRIPTIONS[key]
     return name
+
+
+def read_descriptions(path: str | Path) -> dict[str, str]:
+    """A user's ``{label: description}`` JSON file, validated (errors name the file and line and the fix)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg}). Fix: write one JSON object mapping label -> description."
+        ) from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ValueError(f"{path}: expected one JSON object mapping label (string) -> description (string).")
+    empty = [k for k, v in data.items() if not v.strip()]
+    if empty:
+        raise ValueError(f"{path}: empty descriptions for {empty}; give each label a text or remove it.")
+    return data

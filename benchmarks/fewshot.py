@@ -232,6 +232,13 @@ class BenchConfig:
     adversarial_weight: float | None = field(
         default=None, metadata={"help": "FGM loss weight for cllmfs_full; unset = CLLMFSConfig's default."}
     )
+    cllmfs_overrides: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Further CLLMFSConfig settings of the cllmfs_* systems as NAME=VALUE, e.g. "
+            "contrastive_layer=0.5 contrastive_temperature=0.05 non_entity_negatives=4 (for dev-split sweeps)."
+        },
+    )
     eval_batch_size: int = field(
         default=32, metadata={"help": "Generation batch size (sentence x type queries)."}
     )
@@ -265,6 +272,13 @@ class BenchConfig:
     output: str = field(
         default="outputs/bench/fewshot.json",
         metadata={"help": "Result JSON; the table and the plot go beside it as .md and .png."},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the runs already in --output (an interrupted or partial benchmark made with the same "
+            "settings) and run only the missing ones; different settings are refused."
+        },
     )
     preset: str | None = field(
         default=None,
@@ -348,6 +362,8 @@ class BenchConfig:
             raise ValueError(f"--torch-threads must be >= 1 (or unset), got {self.torch_threads}.")
         if not str(self.output).endswith(".json"):
             raise ValueError(f"--output must name a .json file, got {self.output!r}.")
+        self.cllmfs_overrides = list(self.cllmfs_overrides)
+        cllmfs_overrides(self)  # fail now, not after an hour of other systems
 
     @classmethod
     def from_preset(cls, preset: str | None, **overrides: Any) -> BenchConfig:
@@ -513,6 +529,70 @@ def load_source_data(path: str | Path) -> DatasetBundle:
     )
 
 
+#: CLLMFSConfig fields that --cllmfs-overrides may not set: each system fixes them, or they have their own flag.
+_SYSTEM_OWNED = frozenset({"adversarial", "contrastive_weight", "adversarial_epsilon", "adversarial_weight"})
+
+
+def _parse_value(text: str) -> Any:
+    """``"0.5"`` -> 0.5, ``"4"`` -> 4, ``"true"`` -> True, anything else stays a string."""
+    lowered = text.strip().lower()
+    if lowered in {"true", "false"}:
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cllmfs_overrides(cfg: BenchConfig) -> dict[str, Any]:
+    """``cfg.cllmfs_overrides`` (``NAME=VALUE`` strings) as keyword arguments of ``CLLMFSConfig``, checked.
+
+    Only the CLLMFS-specific fields may be set (not SFTConfig's shared training settings, which every system
+    must share, nor the ones each system fixes); values are checked by ``CLLMFSConfig.__post_init__`` here, so
+    a typo fails before any training.
+
+    Example:
+        >>> cfg = BenchConfig.from_preset("quick", datasets=["."], cllmfs_overrides=["contrastive_layer=0.5"])
+        >>> cllmfs_overrides(cfg)
+        {'contrastive_layer': 0.5}
+    """
+    if not cfg.cllmfs_overrides:
+        return {}
+    from trl import SFTConfig
+
+    from cllmfs_hf.config import CLLMFSConfig
+
+    own = {f.name for f in dataclasses.fields(CLLMFSConfig)} - {f.name for f in dataclasses.fields(SFTConfig)}
+    allowed = sorted(own - _SYSTEM_OWNED)
+    values: dict[str, Any] = {}
+    for item in cfg.cllmfs_overrides:
+        name, sep, raw = str(item).partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"--cllmfs-overrides: {item!r} is not NAME=VALUE (e.g. contrastive_layer=0.5).")
+        if name in _SYSTEM_OWNED:
+            raise ValueError(
+                f"--cllmfs-overrides: {name} is set by the system or has its own flag; use "
+                f"--{name.replace('_', '-')} (contrastive/adversarial weights, epsilon) or --systems instead."
+            )
+        if name not in own:
+            raise ValueError(
+                f"--cllmfs-overrides: {name!r} is not a CLLMFS setting (training settings shared by every system "
+                f"have their own flags). Choose among: {', '.join(allowed)}."
+            )
+        if name in values:
+            raise ValueError(f"--cllmfs-overrides sets {name} twice.")
+        values[name] = _parse_value(raw)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            CLLMFSConfig(output_dir=tmp, report_to="none", **values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--cllmfs-overrides {' '.join(cfg.cllmfs_overrides)}: {exc}") from exc
+    return values
+
+
 def _dataset_names(folders: Sequence[str]) -> list[str]:
     """Folder names; names that collide (or equal the table's ``average``) are widened with parent folders.
 
@@ -585,6 +665,16 @@ def _predict_llm(
     return [list(p) for p in predictions], seconds, extractor.last_stats.to_dict()
 
 
+#: Loss terms CLLMFSTrainer logs; each run records their first and last logged values.
+_LOGGED_TERMS = (
+    "lm_loss",
+    "contrastive_loss",
+    "contrastive_pos_cos",
+    "contrastive_neg_cos",
+    "adversarial_loss",
+)
+
+
 def _train_llm(
     system: str,
     cfg: BenchConfig,
@@ -593,8 +683,9 @@ def _train_llm(
     seed: int,
     tmp: str,
     model: Any = None,
-) -> tuple[Any, float, int, float | None]:
-    """Train one LoRA system; returns (peft model, train seconds, steps done, last logged train loss).
+) -> tuple[Any, float, int, float | None, dict[str, list[float]]]:
+    """Train one LoRA system; returns (peft model, train seconds, steps done, last logged train loss, the
+    first and last logged value of each CLLMFS loss term).
 
     ``model``: a PEFT model to keep training (the source stage's adapter); None loads the base model and adds a
     fresh LoRA adapter.
@@ -648,7 +739,7 @@ def _train_llm(
         )
     else:
         full = system in ("cllmfs_full", SOURCE_SYSTEM)
-        extra: dict[str, Any] = {"adversarial": "fgm" if full else "none"}
+        extra: dict[str, Any] = {**cllmfs_overrides(cfg), "adversarial": "fgm" if full else "none"}
         if cfg.contrastive_weight is not None:
             extra["contrastive_weight"] = cfg.contrastive_weight
         if full:
@@ -666,11 +757,18 @@ def _train_llm(
     start = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - start
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
     last_loss = float(losses[-1]) if losses else (float(output.training_loss) if output else None)
+    # First and last logged value of each CLLMFS term: shows whether InfoNCE / FGM actually moved.
+    terms = {
+        name: [float(values[0]), float(values[-1])]
+        for name in _LOGGED_TERMS
+        if (values := [h[name] for h in history if name in h])
+    }
     peft_model = trainer.accelerator.unwrap_model(trainer.model)
     peft_model.eval()
-    return peft_model, seconds, int(trainer.state.global_step), last_loss
+    return peft_model, seconds, int(trainer.state.global_step), last_loss, terms
 
 
 def _score(bundle: DatasetBundle, predictions: list[list[Mention]]) -> dict[str, Any]:
@@ -699,6 +797,7 @@ def _run_system(
 ) -> dict[str, Any]:
     """Train (if it trains) and evaluate one system; the run's fields except dataset/k/seed."""
     train_seconds, steps_done, loss, source_steps, stats = 0.0, 0, None, 0, None
+    terms: dict[str, list[float]] = {}
     if system == "zero_shot":
         from cllmfs_hf.models import load_base_model
 
@@ -733,18 +832,18 @@ def _run_system(
         )
         planned_source = cfg.source_steps or steps
         with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
-            model, first_seconds, source_steps, _ = _train_llm(
+            model, first_seconds, source_steps, _, _ = _train_llm(
                 system, cfg, source_records, planned_source, seed, tmp
             )
         with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
-            model, train_seconds, steps_done, loss = _train_llm(
+            model, train_seconds, steps_done, loss, terms = _train_llm(
                 system, cfg, records, steps, seed, tmp, model=model
             )
         train_seconds += first_seconds
         predictions, eval_seconds, stats = _predict_llm(model, cfg, bundle)
     else:
         with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
-            model, train_seconds, steps_done, loss = _train_llm(system, cfg, records, steps, seed, tmp)
+            model, train_seconds, steps_done, loss, terms = _train_llm(system, cfg, records, steps, seed, tmp)
         predictions, eval_seconds, stats = _predict_llm(model, cfg, bundle)
     del model
     gc.collect()
@@ -757,6 +856,7 @@ def _run_system(
         "planned_steps": 0 if system == "zero_shot" else steps,
         "source_steps": source_steps,
         "train_loss": loss,
+        "loss_terms": terms,
         "prediction_stats": stats,
         "support_sentences": len(support),
         "train_records": len(records),
@@ -1009,6 +1109,7 @@ _RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
     "planned_steps": int,
     "source_steps": int,
     "train_loss": (int, float, type(None)),
+    "loss_terms": dict,
     "prediction_stats": (dict, type(None)),
     "support_sentences": int,
     "train_records": int,
@@ -1198,6 +1299,36 @@ def _write(result: dict[str, Any], cfg: BenchConfig) -> None:
     tmp.replace(out)
 
 
+#: Config fields that do not change what a run measures: a resumed benchmark may differ in these.
+_RESUME_FREE = frozenset({"output", "resume", "torch_threads"})
+
+
+def _resumable_runs(cfg: BenchConfig, out: Path) -> dict[tuple[str, int, int, str], dict[str, Any]]:
+    """The runs of an earlier ``--output`` made with the same settings, keyed by (dataset, K, seed, system)."""
+    if not out.exists():
+        return {}
+    try:
+        earlier = json.loads(out.read_text(encoding="utf-8"))
+        earlier_cfg, runs = earlier["config"], earlier["runs"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"--resume: {out} is not a fewshot benchmark result ({exc}); pass another --output or delete it."
+        ) from exc
+    now = cfg.to_dict()
+    differ = sorted(
+        name
+        for name in set(now) | set(earlier_cfg)
+        if name not in _RESUME_FREE and now.get(name) != earlier_cfg.get(name)
+    )
+    if differ:
+        detail = ", ".join(f"{n}: {earlier_cfg.get(n)!r} then, {now.get(n)!r} now" for n in differ)
+        raise ValueError(
+            f"--resume: {out} was made with other settings ({detail}). Fix: repeat its settings, or write to "
+            "another --output."
+        )
+    return {(r["dataset"], r["k"], r["seed"], r["system"]): r for r in runs}
+
+
 def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     """Run the protocol and write the JSON, the markdown table and the plot; returns the result dict."""
     out = Path(cfg.output)
@@ -1236,6 +1367,9 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
             "entity_types": source.entity_types,
             "sentences_per_run": min(cfg.source_sentences, len(source.train)),
         }
+    done = _resumable_runs(cfg, out) if cfg.resume else {}
+    if done:
+        _log(f"--resume: keeping {len(done)} runs from {out}")
     for b in bundles:
         result["datasets"][b.name] = b.info()
         if b.test_only_labels:
@@ -1258,6 +1392,12 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
                     f"{b.name} K={k} seed={seed}: {len(support)} support sentences, {len(records)} records, {steps} steps"
                 )
                 for system in cfg.systems:
+                    if (b.name, k, seed, system) in done:
+                        run = done[(b.name, k, seed, system)]
+                        result["runs"].append(run)
+                        if system == "zero_shot" and not run["reused"]:
+                            zero_shot = {x: v for x, v in run.items() if x not in ("dataset", "k", "seed")}
+                        continue
                     if system == "zero_shot" and zero_shot is not None:
                         # Greedy decoding of the untrained model does not depend on K, seed or support set.
                         run = {
@@ -1328,6 +1468,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["type"] = int
         elif annotation.startswith("float"):
             kwargs["type"] = float
+        elif annotation == "bool":
+            kwargs["action"] = "store_true"
         if f.name == "systems":
             kwargs["choices"] = list(SYSTEMS)
         parser.add_argument(flag, **kwargs)

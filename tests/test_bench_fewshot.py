@@ -253,6 +253,30 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
     ]
 
 
+def test_cllmfs_overrides_are_checked_before_any_training(tiny_dataset: Path) -> None:
+    base = ["--datasets", str(tiny_dataset), "--cllmfs-overrides"]
+    cfg = config_from_args(
+        [*base, "contrastive_layer=0.5", "contrastive_temperature=0.05", "boundary_negatives=false"]
+    )
+    assert fewshot.cllmfs_overrides(cfg) == {
+        "contrastive_layer": 0.5,
+        "contrastive_temperature": 0.05,
+        "boundary_negatives": False,
+    }
+    assert config_from_args(["--datasets", str(tiny_dataset)]).cllmfs_overrides == []
+    with pytest.raises(ValueError, match="not NAME=VALUE"):
+        config_from_args([*base, "contrastive_layer"])
+    with pytest.raises(ValueError, match=r"'learning_rate' is not a CLLMFS setting.*contrastive_temperature"):
+        config_from_args([*base, "learning_rate=1e-3"])
+    with pytest.raises(ValueError, match="--adversarial-epsilon"):
+        config_from_args([*base, "adversarial_epsilon=0.5"])
+    with pytest.raises(ValueError, match="twice"):
+        config_from_args([*base, "contrastive_layer=0.5", "contrastive_layer=0.25"])
+    # The value goes through CLLMFSConfig's own checks.
+    with pytest.raises(ValueError, match="contrastive_temperature=-1"):
+        config_from_args([*base, "contrastive_temperature=-1"])
+
+
 @pytest.mark.slow
 def test_harness_end_to_end(
     tiny_dataset, tiny_source, tiny_llm_dir, tiny_encoder_dir, tmp_path, one_thread, capsys
@@ -275,6 +299,7 @@ def test_harness_end_to_end(
         "--max-new-tokens", "12",
         "--bootstrap-resamples", "200",
         "--torch-threads", str(one_thread),
+        "--cllmfs-overrides", "contrastive_layer=0.5",
         "--output", str(output),
     ]  # fmt: skip
     assert fewshot.main(argv) == 0
@@ -333,6 +358,29 @@ def test_harness_end_to_end(
     assert "| **average** | 1 |" in text and "Paired differences" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "| tiny_politics | 1 |" in capsys.readouterr().out
+
+    # Each CLLMFS run records whether its terms moved; the baselines have none.
+    for run in runs:
+        names = set(run["loss_terms"])
+        if run["system"] in ("cllmfs_infonce", "cllmfs_full", SOURCE_SYSTEM):
+            assert {"lm_loss", "contrastive_loss"} <= names, run["system"]
+            assert ("adversarial_loss" in names) == (run["system"] != "cllmfs_infonce")
+            assert all(len(v) == 2 for v in run["loss_terms"].values())
+        else:
+            assert names == set(), run["system"]
+
+    # --resume keeps the runs an interrupted benchmark wrote and does only the missing one.
+    partial = copy.deepcopy(result)
+    dropped = partial["runs"].pop()
+    partial["complete"] = False
+    output.write_text(json.dumps(partial), encoding="utf-8")
+    assert fewshot.main([*argv, "--resume"]) == 0
+    resumed = json.loads(output.read_text(encoding="utf-8"))
+    assert resumed["complete"] is True and len(resumed["runs"]) == len(runs)
+    assert resumed["runs"][:-1] == partial["runs"]  # kept as they were (timings included): not re-run
+    assert resumed["runs"][-1]["system"] == dropped["system"] and resumed["runs"][-1]["steps"] == 2
+    with pytest.raises(ValueError, match=r"--resume: .* other settings \(max_steps: 2 then, 3 now\)"):
+        fewshot.main([*argv, "--resume", "--max-steps", "3"])
 
     # Two datasets: the average row and the stratified bootstrap over datasets, from the same real runs.
     two = copy.deepcopy(result)

@@ -1007,7 +1007,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         info = result["datasets"][name]
         lines.append(
             f"- `{name}`: {info['test_sentences_used']} of {info['test_sentences_total']} test sentences, "
-            f"{len(info['entity_types'])} types"
+            f"{len(info['entity_types'])} type{'' if len(info['entity_types']) == 1 else 's'}"
             + (
                 f"; test-only labels (counted as misses for every system): {info['test_only_labels']}"
                 if info["test_only_labels"]

@@ -415,3 +415,11 @@ def test_harness_end_to_end(
     del broken["summary"]["1"]
     with pytest.raises(SchemaError, match="summary"):
         validate_result(broken)
+
+
+def test_committed_quick_result_is_valid_and_its_table_is_rendered_from_it() -> None:
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    result = json.loads((results / "quick-cpu.json").read_text(encoding="utf-8"))
+    validate_result(result)
+    assert result["complete"] is True and result["config"]["preset"] == "quick"
+    assert (results / "quick-cpu.md").read_text(encoding="utf-8") == render_markdown(result)

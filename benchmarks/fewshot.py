@@ -363,7 +363,13 @@ class BenchConfig:
         if not str(self.output).endswith(".json"):
             raise ValueError(f"--output must name a .json file, got {self.output!r}.")
         self.cllmfs_overrides = list(self.cllmfs_overrides)
-        cllmfs_overrides(self)  # fail now, not after an hour of other systems
+        # Parsed and checked once, here: a typo fails now, not after an hour of other systems.
+        self._cllmfs_kwargs = cllmfs_overrides(self)
+
+    @property
+    def cllmfs_kwargs(self) -> dict[str, Any]:
+        """``--cllmfs-overrides`` as ``CLLMFSConfig`` keyword arguments (parsed and checked at construction)."""
+        return dict(self._cllmfs_kwargs)
 
     @classmethod
     def from_preset(cls, preset: str | None, **overrides: Any) -> BenchConfig:
@@ -739,7 +745,7 @@ def _train_llm(
         )
     else:
         full = system in ("cllmfs_full", SOURCE_SYSTEM)
-        extra: dict[str, Any] = {**cllmfs_overrides(cfg), "adversarial": "fgm" if full else "none"}
+        extra: dict[str, Any] = {**cfg.cllmfs_kwargs, "adversarial": "fgm" if full else "none"}
         if cfg.contrastive_weight is not None:
             extra["contrastive_weight"] = cfg.contrastive_weight
         if full:

@@ -258,11 +258,15 @@ def test_cllmfs_overrides_are_checked_before_any_training(tiny_dataset: Path) ->
     cfg = config_from_args(
         [*base, "contrastive_layer=0.5", "contrastive_temperature=0.05", "boundary_negatives=false"]
     )
-    assert fewshot.cllmfs_overrides(cfg) == {
-        "contrastive_layer": 0.5,
-        "contrastive_temperature": 0.05,
-        "boundary_negatives": False,
-    }
+    assert (
+        fewshot.cllmfs_overrides(cfg)
+        == cfg.cllmfs_kwargs
+        == {
+            "contrastive_layer": 0.5,
+            "contrastive_temperature": 0.05,
+            "boundary_negatives": False,
+        }
+    )
     assert config_from_args(["--datasets", str(tiny_dataset)]).cllmfs_overrides == []
     with pytest.raises(ValueError, match="not NAME=VALUE"):
         config_from_args([*base, "contrastive_layer"])

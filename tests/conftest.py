@@ -150,3 +150,16 @@ def tiny_model_factory():
         return model
 
     return factory
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module of tiny-model tests, restored after it. Tiny models gain nothing
+    from threads, and on a loaded 2-core machine OpenMP threads spin-wait: with two threads a tiny model's step
+    was measured 10-40x slower than with one. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -25,14 +25,7 @@ from cllmfs_hf.template import PREAMBLE, format_completion, prompt_messages
 PUNCT = [",", ".", "(", ")", "'s", "-", '"', ";", ">>>", "<<<", "José", "Müller", "北京", "€5", "naïve"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on a loaded machine OpenMP threads spin-wait: with two
-    threads a tiny model's step was measured 40x slower than with one. Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -89,14 +89,7 @@ def tiny_extractor(smollm2_tokenizer):
     return NERExtractor(model, smollm2_tokenizer, ["LOC", "ORG"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on a loaded machine OpenMP threads spin-wait: with two
-    threads a tiny model's step was measured 40x slower than with one. Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------------------------------------

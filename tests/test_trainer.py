@@ -14,14 +14,7 @@ from cllmfs_hf.data.records import build_records, label_set, records_to_dataset
 from cllmfs_hf.losses import contrastive_loss_terms
 from cllmfs_hf.trainer import CLLMFSTrainer, find_decoder_layers
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~10x faster than oversubscribed ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -207,12 +207,40 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` folder in ``output_dir`` that the Trainer finished writing, or None.
+
+    ``transformers.trainer_utils.get_last_checkpoint`` takes the highest-numbered folder, but a run killed
+    while saving leaves a folder without ``trainer_state.json`` (the Trainer writes it after the weights,
+    optimizer and RNG states), and resuming from that fails. Such folders are skipped with a warning.
+    """
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = {}
+    for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = path.name[len(PREFIX_CHECKPOINT_DIR) + 1 :]
+        if path.is_dir() and suffix.isdigit():
+            steps[int(suffix)] = path
+    for step in sorted(steps, reverse=True):
+        if (steps[step] / TRAINER_STATE_NAME).is_file():
+            return str(steps[step])
+        logger.warning(
+            "%s has no %s (the run was stopped while saving it): resuming from an earlier checkpoint.",
+            steps[step],
+            TRAINER_STATE_NAME,
+        )
+    return None
+
+
 def run_training(data_args: DataArguments, model_args, training_args) -> dict[str, Any]:
     """Train CLLMFS on the support set, evaluate with span-constrained decoding, save adapter and report.
 
     Returns the report dict (also written to ``<output_dir>/report.json`` on the main process).
     """
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
     from .extractor import NERExtractor
@@ -267,7 +295,7 @@ def run_training(data_args: DataArguments, model_args, training_args) -> dict[st
     )
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in {"true", "last", "latest"}:
-        resume = get_last_checkpoint(str(output_dir))
+        resume = last_complete_checkpoint(output_dir)
         if resume is None:
             logger.warning("No checkpoint in %s to resume from: training from the start.", output_dir)
     start = time.perf_counter()

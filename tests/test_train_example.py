@@ -186,6 +186,23 @@ def test_two_process_cpu_run_saves_one_adapter(tiny_model_dir, tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("adapter")) == ["adapter"]
 
 
+def test_resume_skips_a_checkpoint_the_run_was_killed_while_writing(tmp_path, caplog):
+    from cllmfs_hf.pipeline import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+    assert last_complete_checkpoint(tmp_path) is None
+    for step in (2, 4, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"")
+    (tmp_path / "checkpoint-x").mkdir()
+    (tmp_path / "checkpoint-12").write_text("a file, not a checkpoint folder")
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    with caplog.at_level("WARNING", logger="cllmfs_hf.pipeline"):
+        assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert "checkpoint-10 has no trainer_state.json" in caplog.text
+
+
 def test_killed_run_resumes_from_last_checkpoint(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     args = [

@@ -46,6 +46,8 @@ from typing import Any
 
 import torch
 
+from .config import NegativeSamplingConfig
+
 __all__ = ["CLLMFSDataCollator", "EncodedRecord", "REQUIRED_RECORD_KEYS", "SPAN_KEYS"]
 
 logger = logging.getLogger(__name__)
@@ -91,16 +93,11 @@ class CLLMFSDataCollator:
         default=None, metadata={"help": "Pad lengths to a multiple of this."}
     )
     completion_only_loss: bool = field(default=True, metadata={"help": "Labels -100 on the prompt tokens."})
-    boundary_negatives: bool = field(
-        default=True, metadata={"help": "Gold spans shifted by 1..boundary_shift tokens."}
-    )
-    boundary_shift: int = field(default=2, metadata={"help": "Largest boundary shift in tokens (>= 1)."})
-    type_negatives: bool = field(default=True, metadata={"help": "Mentions of the other types as negatives."})
-    non_entity_negatives: int = field(
-        default=2, metadata={"help": "Random non-entity spans per record (>= 0)."}
-    )
-    max_negatives: int = field(
-        default=32, metadata={"help": "Cap on within-record negatives per mention (>= 1)."}
+    negatives: NegativeSamplingConfig = field(
+        default_factory=NegativeSamplingConfig,
+        metadata={
+            "help": "Which negatives to build per mention (a NegativeSamplingConfig; a CLLMFSConfig is one)."
+        },
     )
     seed: int = field(
         default=0, metadata={"help": "Seed of the (per-record deterministic) non-entity sampling."}
@@ -130,12 +127,10 @@ class CLLMFSDataCollator:
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}.")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be >= 1 or None, got {self.max_length}.")
-        if self.boundary_shift < 1:
-            raise ValueError(f"boundary_shift must be >= 1, got {self.boundary_shift}.")
-        if self.non_entity_negatives < 0:
-            raise ValueError(f"non_entity_negatives must be >= 0, got {self.non_entity_negatives}.")
-        if self.max_negatives < 1:
-            raise ValueError(f"max_negatives must be >= 1, got {self.max_negatives}.")
+        if not isinstance(self.negatives, NegativeSamplingConfig):
+            raise TypeError(
+                f"negatives must be a cllmfs_hf.config.NegativeSamplingConfig, got {type(self.negatives).__name__}."
+            )
         self._warned_prefix = False
         self.stats = {"records": 0, "completion_truncated": 0, "dropped_mentions": 0, "unmapped_spans": 0}
 
@@ -278,22 +273,22 @@ class CLLMFSDataCollator:
                 out.append(span)
 
         lo, hi = sentence if sentence is not None else positive
-        if self.boundary_negatives:
+        if self.negatives.boundary_negatives:
             s, e = positive
-            for k in range(1, self.boundary_shift + 1):
+            for k in range(1, self.negatives.boundary_shift + 1):
                 for cand in ((s - k, e), (s + k, e), (s, e - k), (s, e + k)):
                     if lo <= cand[0] < cand[1] <= hi:
                         add(cand)
-        if self.type_negatives:
+        if self.negatives.type_negatives:
             for span in others:
                 add(span)
-        if self.non_entity_negatives and sentence is not None:
+        if self.negatives.non_entity_negatives and sentence is not None:
             taken = golds + others
             max_len = max(e - s for s, e in golds) if golds else 1
             rng = random.Random(f"{self.seed}:{content}:{positive}")
             found = 0
-            for _ in range(20 * self.non_entity_negatives):
-                if found >= self.non_entity_negatives:
+            for _ in range(20 * self.negatives.non_entity_negatives):
+                if found >= self.negatives.non_entity_negatives:
                     break
                 length = rng.randint(1, max_len)
                 if hi - lo < length:
@@ -304,7 +299,7 @@ class CLLMFSDataCollator:
                     continue
                 add(cand)
                 found += 1
-        return out[: self.max_negatives]
+        return out[: self.negatives.max_negatives]
 
     # ------------------------------------------------------------------------------------------------
     def __call__(self, records: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:

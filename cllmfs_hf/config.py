@@ -23,18 +23,47 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from trl import SFTConfig
 
-__all__ = ["CLLMFSConfig", "resolve_layer_index"]
+__all__ = [
+    "AdversarialConfig",
+    "CLLMFSConfig",
+    "CLLMFS_FIELD_GROUPS",
+    "ContrastiveConfig",
+    "NegativeSamplingConfig",
+    "check_layer_spec",
+    "resolve_layer_index",
+]
 
 logger = logging.getLogger(__name__)
 
 _POOLINGS = ("mean", "endpoints")
 _ADVERSARIAL_MODES = ("none", "fgm")
 _ADVERSARIAL_NORMS = ("sequence", "token")
+
+
+def check_layer_spec(layer: Any) -> str:
+    """Validate a ``contrastive_layer`` value on its own: ``"index"`` or ``"fraction"`` (the one place it is checked).
+
+    Example:
+        >>> check_layer_spec(0.75), check_layer_spec(-1), check_layer_spec(24.0)
+        ('fraction', 'index', 'index')
+    """
+    if isinstance(layer, bool) or not isinstance(layer, (int, float)):
+        raise TypeError(
+            f"contrastive_layer must be an int layer index or a float fraction of depth, got {layer!r}."
+        )
+    if isinstance(layer, float) and not (layer.is_integer() and layer >= 2):
+        if not 0.0 < layer <= 1.0:
+            raise ValueError(
+                f"contrastive_layer={layer} is a fraction of depth and must be in (0, 1]; pass an int to pick a "
+                "layer index instead."
+            )
+        return "fraction"
+    return "index"
 
 
 def resolve_layer_index(layer: float | int, num_layers: int) -> int:
@@ -52,14 +81,7 @@ def resolve_layer_index(layer: float | int, num_layers: int) -> int:
         raise ValueError(
             f"The model has {num_layers} decoder layers; the contrastive term needs at least one."
         )
-    if isinstance(layer, bool):
-        raise TypeError("contrastive_layer must be an int index or a float fraction of depth, not a bool.")
-    if isinstance(layer, float) and not (layer.is_integer() and layer >= 2):
-        if not 0.0 < layer <= 1.0:
-            raise ValueError(
-                f"contrastive_layer={layer} is a fraction of depth and must be in (0, 1]; pass an int to pick a "
-                "layer index instead."
-            )
+    if check_layer_spec(layer) == "fraction":
         return max(1, round(layer * num_layers)) - 1
     index = int(layer)
     if not -num_layers <= index < num_layers:
@@ -70,17 +92,20 @@ def resolve_layer_index(layer: float | int, num_layers: int) -> int:
     return index % num_layers
 
 
+# ---- sub-configs: each group of CLLMFS knobs is declared and validated once, here ------------------------
+# CLLMFSConfig inherits all three, so the knobs stay flat command-line options (--boundary_shift 1), while
+# the collator, the loss and the saved hyperparameters take a group as one object.
+
+
 @dataclass
-class CLLMFSConfig(SFTConfig):
-    """Training arguments for :class:`cllmfs_hf.trainer.CLLMFSTrainer` (all of ``SFTConfig`` plus the fields below).
+class ContrastiveConfig:
+    """The hidden-state InfoNCE term (METHOD.md section 2).
 
     Example:
-        >>> cfg = CLLMFSConfig(output_dir="out", contrastive_layer=0.5, adversarial="fgm", report_to="none")
-        >>> (cfg.contrastive_temperature, cfg.adversarial_epsilon)
-        (0.1, 0.1)
+        >>> ContrastiveConfig(contrastive_layer=0.5).contrastive_enabled
+        True
     """
 
-    # ---- contrastive term (METHOD.md section 2) ---------------------------------------------------------
     contrastive_weight: float = field(
         default=0.1,
         metadata={"help": "Weight lambda_cl of the hidden-state InfoNCE term. 0 switches the term off."},
@@ -105,6 +130,50 @@ class CLLMFSConfig(SFTConfig):
             "choices": list(_POOLINGS),
         },
     )
+    decoder_layers_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dotted attribute path from the base model to its list of decoder layers, for architectures "
+            "the trainer does not find on its own (e.g. 'model.layers', 'transformer.h')."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.validate_contrastive()
+
+    def validate_contrastive(self) -> None:
+        if not self.contrastive_weight >= 0.0:
+            raise ValueError(
+                f"CLLMFSConfig: contrastive_weight must be >= 0 (0 switches the term off), got {self.contrastive_weight}."
+            )
+        if not self.contrastive_temperature > 0.0:
+            raise ValueError(
+                f"CLLMFSConfig: contrastive_temperature must be > 0, got {self.contrastive_temperature} (try 0.1)."
+            )
+        check_layer_spec(self.contrastive_layer)
+        if self.contrastive_pooling not in _POOLINGS:
+            raise ValueError(
+                f"CLLMFSConfig: contrastive_pooling={self.contrastive_pooling!r}; choose one of {list(_POOLINGS)}."
+            )
+
+    @property
+    def contrastive_enabled(self) -> bool:
+        """True when the InfoNCE term contributes to the loss."""
+        return self.contrastive_weight > 0.0
+
+
+@dataclass
+class NegativeSamplingConfig:
+    """Which negatives the InfoNCE term contrasts each gold mention with (PEFT ``LoftQConfig`` style sub-config).
+
+    ``CLLMFSDataCollator`` takes it whole (boundary, other-type and non-entity negatives are built per record);
+    the trainer reads ``in_batch_negatives``. A ``CLLMFSConfig`` is a ``NegativeSamplingConfig``.
+
+    Example:
+        >>> NegativeSamplingConfig(boundary_shift=1, non_entity_negatives=0).max_negatives
+        32
+    """
+
     boundary_negatives: bool = field(
         default=True,
         metadata={
@@ -139,15 +208,38 @@ class CLLMFSConfig(SFTConfig):
             "non-entity); in-batch negatives come on top. >= 1."
         },
     )
-    decoder_layers_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Dotted attribute path from the base model to its list of decoder layers, for architectures "
-            "the trainer does not find on its own (e.g. 'model.layers', 'transformer.h')."
-        },
-    )
 
-    # ---- adversarial term (METHOD.md section 3) ---------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.validate_negative_sampling()
+
+    def validate_negative_sampling(self) -> None:
+        if self.boundary_shift < 1:
+            raise ValueError(
+                f"CLLMFSConfig: boundary_shift must be >= 1, got {self.boundary_shift} "
+                "(set boundary_negatives=False to switch boundary negatives off)."
+            )
+        if self.non_entity_negatives < 0:
+            raise ValueError(
+                f"CLLMFSConfig: non_entity_negatives must be >= 0 (0 disables them), got {self.non_entity_negatives}."
+            )
+        if self.max_negatives < 1:
+            raise ValueError(f"CLLMFSConfig: max_negatives must be >= 1, got {self.max_negatives}.")
+
+    @classmethod
+    def from_config(cls, config: Any) -> NegativeSamplingConfig:
+        """The negative-sampling knobs of ``config`` (a CLLMFSConfig or any object with these attributes)."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+
+@dataclass
+class AdversarialConfig:
+    """The adversarial embedding term, FGM (METHOD.md section 3).
+
+    Example:
+        >>> AdversarialConfig(adversarial="none").adversarial_enabled
+        False
+    """
+
     adversarial: str = field(
         default="fgm",
         metadata={
@@ -176,6 +268,57 @@ class CLLMFSConfig(SFTConfig):
         default=1.0,
         metadata={"help": "Weight lambda_adv of the adversarial LM loss. 0 switches the term off."},
     )
+
+    def __post_init__(self) -> None:
+        self.validate_adversarial()
+
+    def validate_adversarial(self) -> None:
+        if self.adversarial not in _ADVERSARIAL_MODES:
+            raise ValueError(
+                f"CLLMFSConfig: adversarial={self.adversarial!r}; choose one of {list(_ADVERSARIAL_MODES)}."
+            )
+        if not self.adversarial_weight >= 0.0:
+            raise ValueError(
+                f"CLLMFSConfig: adversarial_weight must be >= 0 (0 switches the term off), got {self.adversarial_weight}."
+            )
+        if not self.adversarial_epsilon > 0.0:
+            raise ValueError(
+                f"CLLMFSConfig: adversarial_epsilon must be > 0, got {self.adversarial_epsilon} "
+                "(set adversarial='none' to switch the term off)."
+            )
+        if self.adversarial_norm not in _ADVERSARIAL_NORMS:
+            raise ValueError(
+                f"CLLMFSConfig: adversarial_norm={self.adversarial_norm!r}; choose one of {list(_ADVERSARIAL_NORMS)}."
+            )
+
+    @property
+    def adversarial_enabled(self) -> bool:
+        """True when the FGM term contributes to the loss."""
+        return self.adversarial == "fgm" and self.adversarial_weight > 0.0
+
+
+_SUB_CONFIGS = {
+    "contrastive": ContrastiveConfig,
+    "negatives": NegativeSamplingConfig,
+    "adversarial": AdversarialConfig,
+}
+
+#: Every CLLMFS knob (the fields CLLMFSConfig adds to SFTConfig) -> its group, derived from the sub-configs.
+CLLMFS_FIELD_GROUPS: dict[str, str] = {
+    f.name: group for group, sub in _SUB_CONFIGS.items() for f in fields(sub)
+}
+
+
+@dataclass
+class CLLMFSConfig(SFTConfig, ContrastiveConfig, NegativeSamplingConfig, AdversarialConfig):
+    """Training arguments for :class:`cllmfs_hf.trainer.CLLMFSTrainer`: all of ``SFTConfig`` plus the fields of
+    :class:`ContrastiveConfig`, :class:`NegativeSamplingConfig` and :class:`AdversarialConfig` (flat options).
+
+    Example:
+        >>> cfg = CLLMFSConfig(output_dir="out", contrastive_layer=0.5, adversarial="fgm", report_to="none")
+        >>> (cfg.contrastive_temperature, cfg.adversarial_epsilon)
+        (0.1, 0.1)
+    """
 
     # ---- SFTConfig defaults changed for this trainer ----------------------------------------------------
     remove_unused_columns: bool = field(
@@ -247,59 +390,11 @@ class CLLMFSConfig(SFTConfig):
             )
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"CLLMFSConfig: max_length must be >= 1 or None, got {self.max_length}.")
-        for name in ("contrastive_weight", "adversarial_weight"):
-            value = getattr(self, name)
-            if not value >= 0.0:
-                raise ValueError(f"CLLMFSConfig: {name} must be >= 0 (0 switches the term off), got {value}.")
-        if not self.contrastive_temperature > 0.0:
+        if self.push_to_hub and not self.hub_model_id:
             raise ValueError(
-                f"CLLMFSConfig: contrastive_temperature must be > 0, got {self.contrastive_temperature} (try 0.1)."
+                "CLLMFSConfig: push_to_hub=True needs hub_model_id, the repository to create or update: pass "
+                "--hub_model_id owner/name (checked now so that a run does not fail after training)."
             )
-        layer = self.contrastive_layer
-        if isinstance(layer, bool) or not isinstance(layer, (int, float)):
-            raise TypeError(
-                f"CLLMFSConfig: contrastive_layer must be an int index or a float fraction of depth, got {layer!r}."
-            )
-        if isinstance(layer, float) and not (layer.is_integer() and layer >= 2) and not 0.0 < layer <= 1.0:
-            raise ValueError(
-                f"CLLMFSConfig: contrastive_layer={layer} is a fraction of depth and must be in (0, 1]; pass an int "
-                "to select a layer by index."
-            )
-        if self.contrastive_pooling not in _POOLINGS:
-            raise ValueError(
-                f"CLLMFSConfig: contrastive_pooling={self.contrastive_pooling!r}; choose one of {list(_POOLINGS)}."
-            )
-        if self.boundary_shift < 1:
-            raise ValueError(
-                f"CLLMFSConfig: boundary_shift must be >= 1, got {self.boundary_shift} "
-                "(set boundary_negatives=False to switch boundary negatives off)."
-            )
-        if self.non_entity_negatives < 0:
-            raise ValueError(
-                f"CLLMFSConfig: non_entity_negatives must be >= 0, got {self.non_entity_negatives}."
-            )
-        if self.max_negatives < 1:
-            raise ValueError(f"CLLMFSConfig: max_negatives must be >= 1, got {self.max_negatives}.")
-        if self.adversarial not in _ADVERSARIAL_MODES:
-            raise ValueError(
-                f"CLLMFSConfig: adversarial={self.adversarial!r}; choose one of {list(_ADVERSARIAL_MODES)}."
-            )
-        if not self.adversarial_epsilon > 0.0:
-            raise ValueError(
-                f"CLLMFSConfig: adversarial_epsilon must be > 0, got {self.adversarial_epsilon} "
-                "(set adversarial='none' to switch the term off)."
-            )
-        if self.adversarial_norm not in _ADVERSARIAL_NORMS:
-            raise ValueError(
-                f"CLLMFSConfig: adversarial_norm={self.adversarial_norm!r}; choose one of {list(_ADVERSARIAL_NORMS)}."
-            )
-
-    @property
-    def contrastive_enabled(self) -> bool:
-        """True when the InfoNCE term contributes to the loss."""
-        return self.contrastive_weight > 0.0
-
-    @property
-    def adversarial_enabled(self) -> bool:
-        """True when the FGM term contributes to the loss."""
-        return self.adversarial == "fgm" and self.adversarial_weight > 0.0
+        self.validate_contrastive()
+        self.validate_negative_sampling()
+        self.validate_adversarial()

@@ -40,7 +40,7 @@ from torch import nn
 from trl import SFTTrainer
 
 from .collator import REQUIRED_RECORD_KEYS, SPAN_KEYS, CLLMFSDataCollator
-from .config import CLLMFSConfig, resolve_layer_index
+from .config import CLLMFSConfig, NegativeSamplingConfig, resolve_layer_index
 from .losses import contrastive_loss_terms, count_contrastive_pairs, fgm_perturbation
 
 __all__ = ["CLLMFSTrainer", "find_decoder_layers"]
@@ -215,11 +215,7 @@ class CLLMFSTrainer(SFTTrainer):
                 max_length=args.max_length,
                 pad_to_multiple_of=args.pad_to_multiple_of,
                 completion_only_loss=args.completion_only_loss is not False,
-                boundary_negatives=args.boundary_negatives,
-                boundary_shift=args.boundary_shift,
-                type_negatives=args.type_negatives,
-                non_entity_negatives=args.non_entity_negatives,
-                max_negatives=args.max_negatives,
+                negatives=NegativeSamplingConfig.from_config(args),
                 seed=args.seed,
             )
         super().__init__(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cllmfs_hf.collator import CLLMFSDataCollator
+from cllmfs_hf.config import NegativeSamplingConfig
 from cllmfs_hf.data.readers import read_conll
 from cllmfs_hf.data.records import build_records, records_to_dataset
 from cllmfs_hf.data.types import AnnotatedSentence
@@ -104,7 +105,7 @@ def test_negatives(tokenizer):
         [(1, 4, "politicalparty"), (6, 7, "location"), (8, 9, "location")],
     )
     record = build_records([s], ["politicalparty"])[0]
-    collator = CLLMFSDataCollator(tokenizer, non_entity_negatives=3)
+    collator = CLLMFSDataCollator(tokenizer, negatives=NegativeSamplingConfig(non_entity_negatives=3))
     enc = collator.encode(record)
     ids, chars = _token_chars(tokenizer, record)
     (pos,) = enc.positives
@@ -128,9 +129,9 @@ def test_negatives(tokenizer):
         assert not any(set(range(*n)) & t for t in mention_tokens)
     # deterministic and independent of the batch it is in
     assert collator.encode(record).negatives == enc.negatives
-    assert CLLMFSDataCollator(tokenizer, non_entity_negatives=3, max_negatives=2).encode(
-        record
-    ).negatives == [negs[:2]]
+    assert CLLMFSDataCollator(
+        tokenizer, negatives=NegativeSamplingConfig(non_entity_negatives=3, max_negatives=2)
+    ).encode(record).negatives == [negs[:2]]
 
 
 def test_truncation_drops_cut_mentions(tokenizer, politics_records, caplog):

@@ -52,7 +52,7 @@ _LAZY: dict[str, str] = {
     "CLLMFSDataCollator": "collator",
     "SpanConstrainedLogitsProcessor": "decoding",
     "SpanConstraintConfig": "decoding",
-    "parse_output": "decoding",
+    "parse_output": "template",  # the parser sits beside the format it inverts (torch-free)
     "NERExtractor": "extractor",
     "PredictionStats": "extractor",
     "DEFAULT_MODEL": "models",
@@ -117,7 +117,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .card import EvalResultSpec, build_model_card
     from .collator import CLLMFSDataCollator
     from .config import CLLMFSConfig
-    from .decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig, parse_output
+    from .decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig
     from .evaluation import (
         METRIC_PATH,
         NERScores,
@@ -148,6 +148,7 @@ if TYPE_CHECKING:  # pragma: no cover
         model_cache_dir,
         resolve_model_path,
     )
+    from .template import parse_output
     from .trainer import CLLMFSTrainer
 
 

@@ -1,0 +1,371 @@
+"""The legal-output automaton of one input sentence (:class:`RowAutomaton`) and its named states.
+
+The legal output of one row is exactly :func:`cllmfs_hf.template.format_completion` of some spans of that
+row's input sentence, followed by an end-of-sequence token::
+
+    [" "] PREAMBLE ( " <<< " span " >>>" )* EOS
+
+A nondeterministic automaton over UTF-8 bytes tracks where the output is. Each of its configurations is one
+of the named types below; a :data:`State` is the frozenset of configurations the automaton may be in:
+
+- :class:`BeforeLeadingSpace`: nothing generated yet, before the optional leading space;
+- :class:`InPreamble`: part of the preamble matched;
+- :class:`BetweenSpans`: after the preamble or a complete item (the only accepting configuration);
+- :class:`InOpen`: part of the open delimiter ``" <<< "`` matched;
+- :class:`InSpan`: inside a span, as the positions of the input where the span text so far occurs;
+- :class:`InClose`: part of the close delimiter ``" >>>"`` matched after a span.
+
+A token is allowed when the trie walk of its bytes keeps the automaton alive and the state it reaches can
+still end in a legal output (so decoding never reaches a dead end). Tokens may span a delimiter and span text
+(``" <<"`` + ``"<"``, ``" >>>"``, ``"\\u0120New"``): the automaton does not care where token boundaries fall.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+
+from ..template import CLOSE_DELIMITER, OPEN_DELIMITER, PREAMBLE, span_boundaries
+from .config import SpanConstraintConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .vocabulary import VocabularyTrie
+
+__all__ = [
+    "History",
+    "BeforeLeadingSpace",
+    "InPreamble",
+    "BetweenSpans",
+    "InOpen",
+    "InSpan",
+    "InClose",
+    "Configuration",
+    "State",
+    "RowAutomaton",
+]
+
+_PRE = PREAMBLE.encode("utf-8")
+_OPEN = OPEN_DELIMITER.encode("utf-8")
+_CLOSE = CLOSE_DELIMITER.encode("utf-8")
+_WS_BYTES = frozenset(b" \t\n\r\x0b\x0c")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# States
+# ---------------------------------------------------------------------------------------------------------
+# The configurations are NamedTuples: hashable, compared and hashed in C (they are members of the frozenset
+# states that key every memo). No two kinds can compare equal: they differ in arity, or in the type of their
+# first field (InPreamble: int vs BetweenSpans: History; InSpan: tuple of starts vs InClose: int).
+class History(NamedTuple):
+    """What the output holds so far, as far as the constraints care."""
+
+    #: number of complete spans (counted only when ``max_spans`` is set, else always 0)
+    spans: int
+    #: sorted ``(span bytes, times emitted)`` pairs (kept only when duplicates are limited, else empty)
+    counts: tuple[tuple[bytes, int], ...]
+
+
+class BeforeLeadingSpace(NamedTuple):
+    """Nothing generated yet: the optional space before the preamble may come."""
+
+
+class InPreamble(NamedTuple):
+    """``matched`` bytes of the preamble generated."""
+
+    matched: int
+
+
+class BetweenSpans(NamedTuple):
+    """After the preamble or a complete item: accepting (EOS or a new open delimiter may follow)."""
+
+    history: History
+
+
+class InOpen(NamedTuple):
+    """``matched`` bytes of the open delimiter ``" <<< "`` generated (0 < matched < its length)."""
+
+    matched: int
+    history: History
+
+
+class InSpan(NamedTuple):
+    """Inside a span of ``length`` bytes; ``starts``: the input positions where the span text so far occurs."""
+
+    starts: tuple[int, ...]
+    length: int
+    history: History
+
+
+class InClose(NamedTuple):
+    """``matched`` bytes of the close delimiter ``" >>>"`` generated after the span ``text``."""
+
+    matched: int
+    text: bytes
+    history: History
+
+
+Configuration = BeforeLeadingSpace | InPreamble | BetweenSpans | InOpen | InSpan | InClose
+#: A state of the nondeterministic automaton: the configurations it may be in (empty: dead).
+State = frozenset
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The per-sentence automaton
+# ---------------------------------------------------------------------------------------------------------
+class RowAutomaton:
+    """The legal-output automaton of one sentence, with memoised transitions and allowed-token sets."""
+
+    def __init__(self, trie: VocabularyTrie, sentence: str, config: SpanConstraintConfig) -> None:
+        self.trie = trie
+        self.config = config
+        self.sentence = sentence
+        self.sb = sentence.encode("utf-8")
+        self.n = len(self.sb)
+        char_to_byte = [0]
+        for ch in sentence:
+            char_to_byte.append(char_to_byte[-1] + len(ch.encode("utf-8")))
+        self.char_to_byte = char_to_byte
+        c_starts, c_ends = span_boundaries(sentence, config.word_boundaries)
+        self.starts: tuple[int, ...] = tuple(char_to_byte[i] for i in c_starts)
+        self.ends_sorted: list[int] = [char_to_byte[i] for i in c_ends]
+        self.ends: frozenset[int] = frozenset(self.ends_sorted)
+        # word-start count prefix: ws_cum[i] = number of word starts at positions < i
+        ws_cum = [0] * (self.n + 1)
+        for i in range(self.n):
+            is_start = self.sb[i] not in _WS_BYTES and (i == 0 or self.sb[i - 1] in _WS_BYTES)
+            ws_cum[i + 1] = ws_cum[i] + int(is_start)
+        self.ws_cum = ws_cum
+        self.track_counts = not config.allow_duplicates
+        self.track_spans = config.max_spans is not None
+        self.hist0 = History(spans=0, counts=())
+        alphabet = (
+            PREAMBLE
+            + OPEN_DELIMITER
+            + CLOSE_DELIMITER
+            + sentence
+            + (" " if config.allow_leading_space else "")
+        )
+        # When every needed character is producible token by token, byte-level liveness is token-level liveness.
+        self.coverable = trie.can_produce(alphabet)
+        self.initial: State = frozenset(
+            [BeforeLeadingSpace(), InPreamble(0)] if config.allow_leading_space else [InPreamble(0)]
+        )
+        self._step_memo: dict[tuple[State, int], State] = {}
+        self._allowed_memo: dict[State, tuple[torch.Tensor, bool]] = {}
+        self._live_memo: dict[Any, bool] = {}
+        self._tok_live_memo: dict[State, bool] = {}
+        self._count_memo: dict[bytes, int] = {}
+        self._available_memo: dict[tuple, bool] = {}
+
+    # -- spans --------------------------------------------------------------------------------------
+    def words(self, start: int, end: int) -> int:
+        """Whitespace-separated words in sb[start:end] (start is never whitespace)."""
+        return 1 + self.ws_cum[end] - self.ws_cum[start + 1] if end > start + 1 else 1
+
+    def occurrences(self, text: bytes) -> int:
+        """How many legal spans (start, end) of the sentence have exactly this text."""
+        cnt = self._count_memo.get(text)
+        if cnt is None:
+            cnt = 0
+            L = len(text)
+            for s in self.starts:
+                if s + L in self.ends and self.sb.startswith(text, s) and self._word_ok(s, s + L):
+                    cnt += 1
+            self._count_memo[text] = cnt
+        return cnt
+
+    def _word_ok(self, start: int, end: int) -> bool:
+        m = self.config.max_span_words
+        return m is None or self.words(start, end) <= m
+
+    def _budget(self, text: bytes, hist: History) -> bool:
+        if not self.track_counts:
+            return True
+        used = dict(hist.counts).get(text, 0)
+        return used < self.occurrences(text)
+
+    def _add(self, hist: History, text: bytes) -> History:
+        n = hist.spans + 1 if self.track_spans else 0
+        if not self.track_counts:
+            return History(n, ())
+        counts = dict(hist.counts)
+        counts[text] = counts.get(text, 0) + 1
+        return History(n, tuple(sorted(counts.items())))
+
+    def _can_open(self, hist: History) -> bool:
+        if self.config.max_spans is not None and hist.spans >= self.config.max_spans:
+            return False
+        return self._available(hist)
+
+    def _available(self, hist: History) -> bool:
+        """Whether some legal span still has budget."""
+        key = hist.counts
+        res = self._available_memo.get(key)
+        if res is None:
+            res = self._span_live(self.starts, 0, hist)
+            self._available_memo[key] = res
+        return res
+
+    def _span_live(self, occ: tuple[int, ...], length: int, hist: History) -> bool:
+        """Whether a span whose text so far occurs at ``occ`` (``length`` bytes) can still be closed legally."""
+        key = (occ, length, hist.counts if self.track_counts else ())
+        res = self._live_memo.get(key)
+        if res is not None:
+            return res
+        res = False
+        limit = self.config.max_span_words
+        for s in occ:
+            lo = bisect.bisect_left(self.ends_sorted, max(s + length, s + 1))
+            for e in self.ends_sorted[lo:]:
+                if limit is not None and self.words(s, e) > limit:
+                    break
+                if self._budget(self.sb[s:e], hist):
+                    res = True
+                    break
+            if res:
+                break
+        self._live_memo[key] = res
+        return res
+
+    # -- transitions ---------------------------------------------------------------------------------
+    def _step_config(self, c: Configuration, b: int) -> list[Configuration]:
+        kind = type(c)  # dispatch on the type (faster than ``match``: this is the hot loop of a cold row)
+        if kind is InSpan:
+            occ, length, hist = c
+            out: list[Configuration] = []
+            nxt = tuple(s for s in occ if s + length < self.n and self.sb[s + length] == b)
+            if nxt and self._span_live(nxt, length + 1, hist):
+                out.append(InSpan(nxt, length + 1, hist))
+            if b == _CLOSE[0] and length > 0:
+                text = self.sb[occ[0] : occ[0] + length]
+                if any(s + length in self.ends for s in occ) and self._word_ok(occ[0], occ[0] + length):
+                    if self._budget(text, hist):
+                        out.append(InClose(1, text, hist))
+            return out
+        if kind is InPreamble:
+            i = c.matched
+            if _PRE[i] != b:
+                return []
+            return [BetweenSpans(self.hist0)] if i + 1 == len(_PRE) else [InPreamble(i + 1)]
+        if kind is BetweenSpans:
+            if b == _OPEN[0] and self._can_open(c.history):
+                return [InOpen(1, c.history)]
+            return []
+        if kind is InOpen:
+            j, hist = c
+            if _OPEN[j] != b:
+                return []
+            if j + 1 == len(_OPEN):
+                return [InSpan(self.starts, 0, hist)]
+            return [InOpen(j + 1, hist)]
+        if kind is InClose:
+            k, text, hist = c
+            if _CLOSE[k] != b:
+                return []
+            if k + 1 == len(_CLOSE):
+                return [BetweenSpans(self._add(hist, text))]
+            return [InClose(k + 1, text, hist)]
+        if kind is BeforeLeadingSpace:
+            return [InPreamble(0)] if b == 0x20 else []
+        raise AssertionError(c)  # pragma: no cover
+
+    def step(self, state: State, b: int) -> State:
+        key = (state, b)
+        res = self._step_memo.get(key)
+        if res is None:
+            out: set[Configuration] = set()
+            for c in state:
+                out.update(self._step_config(c, b))
+            res = frozenset(out)
+            self._step_memo[key] = res
+        return res
+
+    def advance(self, state: State, token_id: int) -> State:
+        """The state after a token (empty when the token is illegal there)."""
+        piece = self.trie.contributions[token_id] if 0 <= token_id < self.trie.vocab_size else None
+        if not piece:
+            return frozenset()
+        for b in piece:
+            state = self.step(state, b)
+            if not state:
+                break
+        return state
+
+    def _next_bytes(self, state: State) -> set[int]:
+        out: set[int] = set()
+        for c in state:
+            kind = type(c)
+            if kind is InSpan:
+                occ, length, _hist = c
+                for s in occ:
+                    if s + length < self.n:
+                        out.add(self.sb[s + length])
+                if length > 0:
+                    out.add(_CLOSE[0])
+            elif kind is InPreamble:
+                out.add(_PRE[c.matched])
+            elif kind is BetweenSpans:
+                out.add(_OPEN[0])
+            elif kind is InOpen:
+                out.add(_OPEN[c.matched])
+            elif kind is InClose:
+                out.add(_CLOSE[c.matched])
+            else:  # BeforeLeadingSpace
+                out.add(0x20)
+        return out
+
+    @staticmethod
+    def accepting(state: State) -> bool:
+        return any(type(c) is BetweenSpans for c in state)
+
+    def _token_live(self, state: State) -> bool:
+        """Token-level liveness (slow path, only for rows whose characters some tokens cannot produce)."""
+        res = self._tok_live_memo.get(state)
+        if res is not None:
+            return res
+        self._tok_live_memo[state] = False  # cycles cannot help reach acceptance
+        res = self.accepting(state) or any(self._token_live(s) for s in self._successors(state))
+        self._tok_live_memo[state] = res
+        return res
+
+    def _successors(self, state: State) -> Iterable[State]:
+        stack = [(self.trie.root, state)]
+        while stack:
+            node, st = stack.pop()
+            for b in self._next_bytes(st):
+                child = node.get(b)
+                if child is None:
+                    continue
+                st2 = self.step(st, b)
+                if not st2:
+                    continue
+                if -1 in child:
+                    yield st2
+                stack.append((child, st2))
+
+    def allowed(self, state: State) -> tuple[torch.Tensor, bool]:
+        """(allowed token ids, whether EOS is allowed) in ``state``; memoised."""
+        res = self._allowed_memo.get(state)
+        if res is not None:
+            return res
+        ids: list[int] = []
+        stack = [(self.trie.root, state)]
+        while stack:
+            node, st = stack.pop()
+            for b in self._next_bytes(st):
+                child = node.get(b)
+                if child is None:
+                    continue
+                st2 = self.step(st, b)
+                if not st2:
+                    continue
+                tids = child.get(-1)
+                if tids is not None and (self.coverable or self._token_live(st2)):
+                    ids.extend(tids)
+                stack.append((child, st2))
+        res = (torch.tensor(sorted(ids), dtype=torch.long), self.accepting(state))
+        self._allowed_memo[state] = res
+        return res

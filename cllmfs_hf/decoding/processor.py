@@ -1,0 +1,206 @@
+"""The logits processor that only lets the model copy spans of its input.
+
+:class:`SpanConstrainedLogitsProcessor` masks, at every step and for every row, each next token that cannot
+continue a legal output (see :mod:`.automaton`). The state of a row is keyed by its generated prefix (beam search reorders rows between steps); the set of
+allowed ids of a state is computed once (memoised, in the row's :class:`~.automaton.RowAutomaton`) and the
+masking itself is one vectorised ``masked_fill`` over the ``(rows, vocab)`` scores.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor
+
+from ..template import PREAMBLE
+from .automaton import RowAutomaton, State
+from .config import SpanConstraintConfig
+from .vocabulary import VocabularyTrie
+
+__all__ = ["SpanConstrainedLogitsProcessor"]
+
+
+class SpanConstrainedLogitsProcessor(LogitsProcessor):
+    """A ``transformers.LogitsProcessor`` that only lets the model copy spans of its input sentence.
+
+    Args:
+        tokenizer: the model's tokenizer (its vocabulary trie is built once and cached).
+        sentences: the input sentence of each batch item, in batch order. With beam search or
+            ``num_return_sequences`` the rows are ``batch * k`` and row ``r`` belongs to sentence ``r // k``.
+        config: a :class:`SpanConstraintConfig`; keyword ``overrides`` replace its fields.
+        eos_token_id: the id(s) that end the output (default: the tokenizer's EOS).
+
+    Works with greedy search, sampling (temperature/top-k/top-p run after it) and beam search, with left
+    padding. One processor serves one ``generate`` call; calling ``generate`` again with it starts afresh
+    (a new prompt is detected), and :meth:`reset` does it explicitly.
+
+    Example:
+        >>> proc = SpanConstrainedLogitsProcessor(tokenizer, ["Ada met Bob ."], max_span_words=4)  # doctest: +SKIP
+        >>> model.generate(**enc, logits_processor=LogitsProcessorList([proc]))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        sentences: Sequence[str],
+        config: SpanConstraintConfig | None = None,
+        *,
+        eos_token_id: int | Sequence[int] | None = None,
+        **overrides: Any,
+    ) -> None:
+        if isinstance(sentences, str) or not isinstance(sentences, Sequence):
+            raise TypeError(
+                "sentences must be a list with one input sentence per batch item, got "
+                f"{type(sentences).__name__}; for one sentence pass [sentence]."
+            )
+        if not sentences:
+            raise ValueError("sentences is empty: pass one input sentence per batch item.")
+        for i, s in enumerate(sentences):
+            if not isinstance(s, str):
+                raise TypeError(f"sentences[{i}] must be a str, got {type(s).__name__}.")
+        config = config or SpanConstraintConfig()
+        if overrides:
+            unknown = set(overrides) - {f.name for f in fields(SpanConstraintConfig)}
+            if unknown:
+                raise TypeError(
+                    f"Unknown option(s) {sorted(unknown)}; valid: {[f.name for f in fields(SpanConstraintConfig)]}."
+                )
+            config = SpanConstraintConfig(
+                **{**{f.name: getattr(config, f.name) for f in fields(config)}, **overrides}
+            )
+        self.config = config
+        self.tokenizer = tokenizer
+        self.sentences = list(sentences)
+        if eos_token_id is None:
+            eos_token_id = tokenizer.eos_token_id
+        if eos_token_id is None:
+            raise ValueError("The tokenizer has no eos_token_id: pass eos_token_id= to the processor.")
+        eos = [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(e) for e in eos_token_id]
+        self.eos_token_ids = sorted(set(eos))
+        self._eos_set = frozenset(self.eos_token_ids)
+        self._eos_tensor = torch.tensor(self.eos_token_ids, dtype=torch.long)
+        self.trie = VocabularyTrie.for_tokenizer(tokenizer)
+        self.automata = [self.trie.automaton(s, config) for s in self.sentences]
+        for i, auto in enumerate(self.automata):
+            ids, _ = auto.allowed(auto.initial)
+            if ids.numel() == 0:
+                raise ValueError(
+                    f"sentences[{i}]: no token of this tokenizer can start the output preamble {PREAMBLE!r}; "
+                    "the tokenizer's vocabulary cannot express the CLLMFS template."
+                )
+        self.num_escaped_rows = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the generation in progress (the next call starts a new one)."""
+        self._prompt: torch.Tensor | None = None
+        self._states: dict[tuple, State | None] = {}
+
+    # -- state bookkeeping ----------------------------------------------------------------------------
+    def _row_states(self, input_ids: torch.Tensor) -> list[tuple[int, State | None]]:
+        rows = input_ids.shape[0]
+        if rows % len(self.sentences):
+            raise ValueError(
+                f"The batch has {rows} rows, not a multiple of the {len(self.sentences)} sentences given to "
+                "SpanConstrainedLogitsProcessor: pass exactly one sentence per batch item (before beams)."
+            )
+        expand = rows // len(self.sentences)
+        if (
+            self._prompt is None
+            or self._prompt.shape[0] != rows
+            or input_ids.shape[1] <= self._prompt.shape[1]
+            or not torch.equal(input_ids[:, : self._prompt.shape[1]].sort(dim=0).values, self._prompt_sorted)
+        ):
+            self._prompt = input_ids.clone()
+            self._prompt_sorted = self._prompt.sort(dim=0).values
+            self._states = {}
+        plen = self._prompt.shape[1]
+        generated = input_ids[:, plen:].tolist()
+        new_states: dict[tuple, State | None] = {}
+        out: list[tuple[int, State | None]] = []
+        for r, gen in enumerate(generated):
+            group = r // expand
+            key = (group, tuple(gen))
+            if key in new_states:
+                out.append((group, new_states[key]))
+                continue
+            auto = self.automata[group]
+            if not gen:
+                state: State | None = auto.initial
+            else:
+                prev = self._states.get((group, tuple(gen[:-1])), auto.initial if len(gen) == 1 else None)
+                if prev is None:
+                    prev = self._replay(auto, gen[:-1])
+                last = gen[-1]
+                if prev is None or last in self._eos_set:
+                    state = None  # finished (or escaped earlier): leave the row alone
+                else:
+                    state = auto.advance(prev, last)
+                    if not state:
+                        self._escaped(group, last)
+                        state = None
+            new_states[key] = state
+            out.append((group, state))
+        self._states = new_states
+        return out
+
+    def _replay(self, auto: RowAutomaton, gen: list[int]) -> State | None:
+        state: State = auto.initial
+        for tok in gen:
+            if tok in self._eos_set:
+                return None
+            state = auto.advance(state, tok)
+            if not state:
+                return None
+        return state
+
+    def _escaped(self, group: int, token: int) -> None:
+        self.num_escaped_rows += 1
+        warnings.warn(
+            f"SpanConstrainedLogitsProcessor: row of sentence {group} received token {token} "
+            f"({self.trie.decode([token])!r}), which the constraint forbids (another processor or a forced "
+            "token overrode the mask); the row is left unconstrained from here on.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    # -- the processor ----------------------------------------------------------------------------------
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        states = self._row_states(input_ids)
+        vocab = scores.shape[-1]
+        rows_idx: list[torch.Tensor] = []
+        cols: list[torch.Tensor] = []
+        free_rows: list[int] = []
+        for r, (group, state) in enumerate(states):
+            if state is None:
+                free_rows.append(r)
+                continue
+            ids, eos_ok = self.automata[group].allowed(state)
+            if eos_ok:
+                ids = torch.cat([ids, self._eos_tensor])
+            rows_idx.append(torch.full((ids.numel(),), r, dtype=torch.long))
+            cols.append(ids)
+        if len(free_rows) == len(states):
+            return scores
+        blocked = torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
+        if cols:
+            col = torch.cat(cols)
+            row = torch.cat(rows_idx)
+            keep = col < vocab
+            blocked[row[keep].to(scores.device), col[keep].to(scores.device)] = False
+        if free_rows:
+            blocked[torch.tensor(free_rows, device=scores.device)] = False
+        return scores.masked_fill(blocked, float("-inf"))
+
+    # -- helpers for callers ---------------------------------------------------------------------------
+    def decode(self, generated_ids: Sequence[int]) -> tuple[str, bool]:
+        """(text, ended): the text of generated ids up to the first EOS and whether an EOS was emitted."""
+        ids = list(generated_ids)
+        for i, t in enumerate(ids):
+            if t in self._eos_set:
+                return self.trie.decode(ids[:i]), True
+        return self.trie.decode(ids), False

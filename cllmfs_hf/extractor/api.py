@@ -1,0 +1,425 @@
+"""``NERExtractor``: the extraction API (``predict``, ``predict_mentions``) and its scoring (``score``,
+``evaluate``) on annotated sentences.
+
+How ``predict`` runs, the window and overlap policies and the bad-input rules are described in the package
+docstring (:mod:`cllmfs_hf.extractor`); the pieces it uses live in the sibling modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+
+from ..data.descriptions import describe_type
+from ..data.labels import type_name
+from ..data.records import label_set
+from ..data.types import Mention
+from ..decoding import SpanConstraintConfig, VocabularyTrie
+from ..evaluation import NERScores, ScoreAccumulator
+from ..template import PREAMBLE, prompt_messages
+from .generation import _Record, generate_batch, plan_batches
+from .prefix_cache import encode_prefix, prefix_agrees, prefix_fits
+from .stats import PredictionStats
+from .validation import (
+    as_sentences,
+    check_texts,
+    check_types,
+    resolve_max_context,
+    resolve_types,
+    special_token_ids,
+)
+from .windows import count_tokens, merge_windows, split_windows
+
+__all__ = ["NERExtractor", "OverlapPolicy"]
+
+logger = logging.getLogger(__package__)  # "cllmfs_hf.extractor", as before the split
+
+OverlapPolicy = Literal["keep_all", "longest"]
+
+
+class NERExtractor:
+    """Few-shot NER with a decoder LLM: ``predict`` texts, ``evaluate`` on annotated sentences.
+
+    Args:
+        model: a causal LM (a plain ``PreTrainedModel`` or a ``PeftModel``).
+        tokenizer: its tokenizer (with a chat template; its padding side is not changed).
+        entity_types: the labels to query by default; when given, other labels are refused unless
+            ``allow_unknown_types=True`` is passed to ``predict``.
+        descriptions: label -> description overriding the built-in table (:mod:`cllmfs_hf.data.descriptions`).
+        type_names: label -> readable name in the instruction (default :func:`cllmfs_hf.data.labels.type_name`).
+        constraint: the :class:`~cllmfs_hf.decoding.SpanConstraintConfig` of constrained decoding.
+        max_context: tokens of context (default: the model's ``max_position_embeddings``).
+        window_overlap: tokens shared by consecutive windows of a long text.
+        overlap_policy: ``"keep_all"`` or ``"longest"`` (package docstring).
+        progress_threshold: show a progress bar when a call has more records than this.
+        prefix_cache: compute the key/value cache of the prompt part shared by all records of a type (chat
+            template, system prompt, instruction) once per type and call, instead of once per record. It is
+            checked once against a plain forward (logits must agree) and switched off if they do not.
+
+    Example:
+        >>> extractor = NERExtractor(model, tokenizer, entity_types=["PER", "LOC"])  # doctest: +SKIP
+        >>> extractor.predict(["Ada met Bob in Paris ."])  # doctest: +SKIP
+        [[{'start': 0, 'end': 3, 'text': 'Ada', 'label': 'PER'}, ...]]
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        entity_types: Sequence[str] | None = None,
+        descriptions: Mapping[str, str] | None = None,
+        *,
+        type_names: Mapping[str, str] | None = None,
+        constraint: SpanConstraintConfig | None = None,
+        max_context: int | None = None,
+        window_overlap: int = 32,
+        overlap_policy: OverlapPolicy = "keep_all",
+        progress_threshold: int = 64,
+        prefix_cache: bool = True,
+    ) -> None:
+        if not hasattr(model, "generate"):
+            raise TypeError(f"model must be a generative model with .generate(), got {type(model).__name__}.")
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                "The tokenizer has no chat template: CLLMFS prompts go through apply_chat_template. Use the "
+                "model's own tokenizer (cllmfs_hf.models.load_tokenizer) or set tokenizer.chat_template."
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.entity_types = check_types(entity_types, "entity_types") if entity_types is not None else None
+        self.descriptions = dict(descriptions or {})
+        self.type_names = dict(type_names or {})
+        self.constraint = constraint or SpanConstraintConfig()
+        if not isinstance(self.constraint, SpanConstraintConfig):
+            raise TypeError("constraint must be a cllmfs_hf.decoding.SpanConstraintConfig.")
+        self.max_context = resolve_max_context(model, tokenizer, max_context)
+        if not isinstance(window_overlap, int) or window_overlap < 0:
+            raise ValueError(f"window_overlap must be an integer >= 0 (tokens), got {window_overlap!r}.")
+        self.window_overlap = window_overlap
+        if overlap_policy not in ("keep_all", "longest"):
+            raise ValueError(f"overlap_policy must be 'keep_all' or 'longest', got {overlap_policy!r}.")
+        self.overlap_policy = overlap_policy
+        self.progress_threshold = progress_threshold
+        if not isinstance(prefix_cache, bool):
+            raise ValueError(f"prefix_cache must be True or False, got {prefix_cache!r}.")
+        self.prefix_cache = prefix_cache
+        self._prefix_verified: bool | None = None
+        self.pad_token_id, self.eos_token_ids = special_token_ids(model, tokenizer)
+        self.trie = VocabularyTrie.for_tokenizer(tokenizer)
+        self._preamble_tokens = len(tokenizer(PREAMBLE, add_special_tokens=False)["input_ids"])
+        self._overhead: dict[str, int] = {}
+        self.last_stats = PredictionStats()
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | None = None,
+        *,
+        entity_types: Sequence[str] | None = None,
+        descriptions: Mapping[str, str] | None = None,
+        dtype: Any = None,
+        device_map: Any = None,
+        **kwargs: Any,
+    ) -> NERExtractor:
+        """An extractor from a base model (Hub id, local path, or the default ``smollm2-135m-instruct``) or
+        from a saved CLLMFS adapter folder / Hub repo (its entity types, descriptions and type names are then
+        read from its ``cllmfs_config.json``; ``entity_types``/``descriptions`` given here override them).
+
+        Other keyword arguments go to :class:`NERExtractor` (``constraint``, ``max_context``, ...).
+
+        Example:
+            >>> NERExtractor.from_pretrained("outputs/politics-adapter").entity_types  # doctest: +SKIP
+            ['country', 'election', 'event', 'location', 'misc', 'organisation', 'person', ...]
+        """
+        from ..hub import is_adapter_folder, load_adapter
+        from ..models import DEFAULT_MODEL, load_base_model, load_tokenizer
+
+        name_or_path = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+        if is_adapter_folder(name_or_path):
+            model, tokenizer, ner_config = load_adapter(name_or_path, dtype=dtype, device_map=device_map)
+            types = list(entity_types) if entity_types is not None else list(ner_config.entity_types)
+            descr = {**dict(ner_config.type_descriptions), **dict(descriptions or {})}
+            kwargs.setdefault("type_names", dict(ner_config.type_names))
+            tokenizer.padding_side = "left"
+        else:
+            model = load_base_model(name_or_path, dtype=dtype, device_map=device_map)
+            tokenizer = load_tokenizer(name_or_path, padding_side="left")
+            types = list(entity_types) if entity_types is not None else None
+            descr = dict(descriptions or {})
+        model.eval()
+        return cls(model, tokenizer, types, descr, **kwargs)
+
+    # -- prompts and windows ----------------------------------------------------------------------------
+    def _type_name(self, label: str) -> str:
+        return self.type_names.get(label) or type_name(label)
+
+    def _prompt_ids(self, label: str, sentence: str) -> list[int]:
+        messages = prompt_messages(self._type_name(label), describe_type(label, self.descriptions), sentence)
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _count_tokens(self, text: str) -> int:
+        return count_tokens(self.tokenizer, text)
+
+    def _auto_new_tokens(self, sentence_tokens: int) -> int:
+        """The default generation cap: the preamble, then room for about two tokens per input token."""
+        return self._preamble_tokens + 8 + 2 * sentence_tokens
+
+    def _window_budget(self, labels: Sequence[str], max_new_tokens: int | None) -> int:
+        overhead = 0
+        for label in labels:
+            if label not in self._overhead:
+                self._overhead[label] = len(self._prompt_ids(label, "")) + 4
+            overhead = max(overhead, self._overhead[label])
+        room = self.max_context - overhead
+        if max_new_tokens is not None:
+            budget = room - max_new_tokens
+        else:
+            budget = (room - self._preamble_tokens - 8) // 3
+        if budget < 8:
+            raise ValueError(
+                f"The context of {self.max_context} tokens leaves {budget} tokens for the text after the prompt "
+                f"({overhead} tokens) and the answer: lower max_new_tokens or raise max_context."
+            )
+        return budget
+
+    def _windows(self, text: str, budget: int) -> list[tuple[int, int]]:
+        """Character windows ``[(start, end)]`` of at most ``budget`` tokens, overlapping, at word boundaries."""
+        return split_windows(self.tokenizer, text, budget, self.window_overlap)
+
+    # -- generation ---------------------------------------------------------------------------------------
+    def _label_prefix(self, label: str) -> tuple[list[int], Any] | None:
+        """The token prefix every prompt of ``label`` starts with, and its key/value cache (batch 1)."""
+        a = self._prompt_ids(label, "Alpha beta .")
+        b = self._prompt_ids(label, "Gamma")
+        return encode_prefix(self.model, a, b, self._device())
+
+    def _verify_prefix(self, record: _Record, prefix: tuple[list[int], Any]) -> bool:
+        """Once per extractor: the cached prefix gives the same next-token logits as a plain forward."""
+        if self._prefix_verified is None:
+            self._prefix_verified = prefix_agrees(self.model, record.prompt_ids, prefix, self._device())
+            if not self._prefix_verified:
+                logger.warning(
+                    "Prefix caching changes this model's logits; NERExtractor switches it off (prefix_cache=False)."
+                )
+        return self._prefix_verified
+
+    def _device(self) -> torch.device:
+        try:
+            return next(self.model.parameters()).device
+        except (StopIteration, AttributeError):
+            return torch.device("cpu")
+
+    def _generate_batch(
+        self,
+        batch: list[_Record],
+        *,
+        constrained: bool,
+        max_new_tokens: int | None,
+        generate_kwargs: dict[str, Any],
+        stats: PredictionStats,
+        prefix: tuple[list[int], Any] | None = None,
+    ) -> list[list[tuple[int, int]]]:
+        if prefix is not None and not (
+            prefix_fits([r.prompt_ids for r in batch], prefix[0])
+            and all(r.label == batch[0].label for r in batch)
+        ):
+            prefix = None
+        if prefix is not None and not self._verify_prefix(batch[0], prefix):
+            prefix = None
+        return generate_batch(
+            self.model,
+            self.tokenizer,
+            batch,
+            prefix=prefix,
+            constrained=constrained,
+            constraint=self.constraint,
+            cap=max_new_tokens or max(self._auto_new_tokens(r.sentence_tokens) for r in batch),
+            pad_token_id=self.pad_token_id,
+            eos_token_ids=self.eos_token_ids,
+            trie=self.trie,
+            device=self._device(),
+            generate_kwargs=generate_kwargs,
+            stats=stats,
+        )
+
+    # -- public API -----------------------------------------------------------------------------------------
+    def predict(
+        self,
+        texts: Sequence[str],
+        entity_types: Sequence[str] | None = None,
+        *,
+        batch_size: int = 16,
+        max_new_tokens: int | None = None,
+        constrained: bool = True,
+        progress: bool | None = None,
+        allow_unknown_types: bool = False,
+        **generate_kwargs: Any,
+    ) -> list[list[dict[str, Any]]]:
+        """Entities of each text: one list per text of ``{"start", "end", "text", "label"}`` dicts, sorted by
+        position (``text[start:end] == text`` field, character offsets).
+
+        Args:
+            texts: the input texts (a list of str; empty or whitespace-only texts give ``[]``).
+            entity_types: labels to extract (default: the extractor's ``entity_types``).
+            batch_size: records (text x type) per ``generate`` call.
+            max_new_tokens: answer cap per record (default: the preamble + 8 + 2 tokens per input token);
+                records that reach it are counted in ``last_stats.truncated``.
+            constrained: span-constrained decoding (default). ``False`` decodes freely; spans not in the text
+                are dropped and counted in ``last_stats.dropped_not_in_input``.
+            progress: show a tqdm progress bar (default: when there are more than ``progress_threshold`` records).
+            allow_unknown_types: query types the extractor was not configured for.
+            **generate_kwargs: passed to ``model.generate`` (``num_beams``, ``do_sample``, ``temperature``,
+                ``top_p``, extra ``logits_processor``...); decoding is greedy by default.
+
+        Example:
+            >>> extractor.predict(["Ada met Bob ."], ["person"])  # doctest: +SKIP
+            [[{'start': 0, 'end': 3, 'text': 'Ada', 'label': 'person'}, {'start': 8, ...}]]
+        """
+        texts = check_texts(texts)
+        types = resolve_types(entity_types, self.entity_types, allow_unknown_types)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
+            raise ValueError(f"max_new_tokens must be None or an integer >= 1, got {max_new_tokens!r}.")
+        start_time = time.perf_counter()
+        stats = PredictionStats(texts=len(texts))
+        budget = self._window_budget(types, max_new_tokens)
+
+        records: list[_Record] = []
+        windows_of: list[list[tuple[int, int]]] = []
+        for ti, text in enumerate(texts):
+            if not text.strip():
+                stats.empty_texts += 1
+                windows_of.append([])
+                continue
+            windows = self._windows(text, budget)
+            windows_of.append(windows)
+            stats.windows += len(windows)
+            stats.split_texts += int(len(windows) > 1)
+            for wi, (ws, we) in enumerate(windows):
+                sentence = text[ws:we]
+                n_tokens = self._count_tokens(sentence)
+                for label in types:
+                    prompt = self._prompt_ids(label, sentence)
+                    records.append(_Record(ti, wi, label, sentence, ws, prompt, n_tokens))
+        stats.records = len(records)
+
+        batches = plan_batches(records, types, batch_size)
+        prefixes: dict[str, tuple[list[int], Any] | None] = {}
+        found: list[list[tuple[int, int, str, int]]] = [[] for _ in texts]  # (start, end, label, window)
+        show = progress if progress is not None else len(records) > self.progress_threshold
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(records), desc="NER records", unit="rec")
+        try:
+            for batch in batches:
+                label = batch[0].label
+                if self.prefix_cache and self._prefix_verified is not False and label not in prefixes:
+                    prefixes[label] = self._label_prefix(label)
+                spans = self._generate_batch(
+                    batch,
+                    constrained=constrained,
+                    max_new_tokens=max_new_tokens,
+                    generate_kwargs=generate_kwargs,
+                    stats=stats,
+                    prefix=prefixes.get(label) if self.prefix_cache else None,
+                )
+                stats.batches += 1
+                for r, row_spans in zip(batch, spans):
+                    for s, e in row_spans:
+                        found[r.text_index].append((s + r.offset, e + r.offset, r.label, r.window))
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+
+        results: list[list[dict[str, Any]]] = []
+        for ti, text in enumerate(texts):
+            mentions = merge_windows(found[ti], windows_of[ti], len(text))
+            if self.overlap_policy == "longest":
+                mentions = self._resolve_overlaps(mentions, types)
+            order_of = {t: i for i, t in enumerate(types)}
+            mentions.sort(key=lambda m: (m[0], m[1], order_of.get(m[2], len(types))))
+            results.append(
+                [{"start": s, "end": e, "text": text[s:e], "label": label} for s, e, label in mentions]
+            )
+        stats.seconds = time.perf_counter() - start_time
+        self.last_stats = stats
+        if stats.truncated:
+            warnings.warn(
+                f"{stats.truncated} of {stats.records} answers reached max_new_tokens before ending; their complete "
+                "mentions are kept. Raise max_new_tokens, or limit spans (constraint=SpanConstraintConfig("
+                "max_spans=...)).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if stats.dropped_not_in_input or stats.dropped_repeats:
+            logger.info(
+                "Dropped %d generated spans not found in their text and %d repeats beyond their occurrences.",
+                stats.dropped_not_in_input,
+                stats.dropped_repeats,
+            )
+        return results
+
+    @staticmethod
+    def _resolve_overlaps(
+        mentions: list[tuple[int, int, str]], types: list[str]
+    ) -> list[tuple[int, int, str]]:
+        rank = {t: i for i, t in enumerate(types)}
+        kept: list[tuple[int, int, str]] = []
+        for s, e, label in sorted(mentions, key=lambda m: (-(m[1] - m[0]), rank.get(m[2], len(types)), m[0])):
+            if all(e <= ks or ke <= s for ks, ke, _ in kept):
+                kept.append((s, e, label))
+        return kept
+
+    def predict_mentions(
+        self, texts: Sequence[str], entity_types: Sequence[str] | None = None, **kwargs: Any
+    ) -> list[list[Mention]]:
+        """Like :meth:`predict`, as :class:`~cllmfs_hf.data.types.Mention` objects (for evaluation)."""
+        return [
+            [Mention(m["start"], m["end"], m["label"]) for m in mentions]
+            for mentions in self.predict(texts, entity_types, **kwargs)
+        ]
+
+    def score(
+        self, sentences_or_dataset: Any, entity_types: Sequence[str] | None = None, **predict_kwargs: Any
+    ) -> ScoreAccumulator:
+        """Predict on annotated sentences and return the counts as a
+        :class:`~cllmfs_hf.evaluation.ScoreAccumulator` (merge several, e.g. episodes, then ``.result()``).
+
+        ``entity_types`` defaults to the extractor's types, else the labels present in the sentences.
+        """
+        sentences = as_sentences(sentences_or_dataset)
+        types = entity_types
+        if types is None:
+            types = self.entity_types if self.entity_types is not None else label_set(sentences)
+        predicted = (
+            self.predict_mentions([s.text for s in sentences], types, **predict_kwargs) if sentences else []
+        )
+        acc = ScoreAccumulator()
+        for i, (sentence, mentions) in enumerate(zip(sentences, predicted)):
+            acc.add(sentence.mentions, mentions, sentence_index=i, source=sentence.source)
+        return acc
+
+    def evaluate(
+        self, sentences_or_dataset: Any, entity_types: Sequence[str] | None = None, **predict_kwargs: Any
+    ) -> NERScores:
+        """Entity-level micro P/R/F1 with per-type scores (:mod:`cllmfs_hf.evaluation`) of predictions on
+        annotated sentences (a list of ``AnnotatedSentence`` or a ``datasets.Dataset``). Gold mentions of
+        types that are not queried count as misses.
+
+        Example:
+            >>> scores = extractor.evaluate(read_dataset("test.txt"), batch_size=32)  # doctest: +SKIP
+            >>> print(scores)  # doctest: +SKIP
+        """
+        return self.score(sentences_or_dataset, entity_types, **predict_kwargs).result()

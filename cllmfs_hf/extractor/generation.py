@@ -1,0 +1,131 @@
+"""Records and batches of ``predict``: one record per (window, entity type), batches of one type with the
+longest prompts first, one ``model.generate`` call per batch (span-constrained, reusing the prefix cache)
+and the parsing of the generated answers back to character spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList
+
+from ..decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig, parse_output
+from .prefix_cache import batch_cache, layout_batch
+from .stats import PredictionStats
+
+__all__ = ["generate_batch", "parse_answers", "plan_batches"]
+
+
+@dataclass
+class _Record:
+    text_index: int
+    window: int
+    label: str
+    sentence: str
+    offset: int
+    prompt_ids: list[int]
+    sentence_tokens: int
+
+
+def plan_batches(records: list[_Record], types: Sequence[str], batch_size: int) -> list[list[_Record]]:
+    """Batches of at most ``batch_size`` records of one type each (its prompts share a prefix), in the
+    order of ``types``, longest prompts first (least padding)."""
+    type_rank = {t: i for i, t in enumerate(types)}
+    order = sorted(
+        range(len(records)), key=lambda i: (type_rank[records[i].label], -len(records[i].prompt_ids))
+    )
+    batches: list[list[_Record]] = []
+    for i in order:
+        r = records[i]
+        if batches and len(batches[-1]) < batch_size and batches[-1][0].label == r.label:
+            batches[-1].append(r)
+        else:
+            batches.append([r])
+    return batches
+
+
+def parse_answers(
+    batch: list[_Record],
+    generated: list[list[int]],
+    eos_token_ids: Sequence[int],
+    trie: Any,
+    word_boundaries: bool,
+    stats: PredictionStats,
+) -> list[list[tuple[int, int]]]:
+    """The character spans (in each record's sentence) of each generated row; an answer cut before
+    end-of-sequence keeps its complete mentions. Counts tokens, truncations and dropped spans into ``stats``."""
+    eos = set(eos_token_ids)
+    results: list[list[tuple[int, int]]] = []
+    for r, row in zip(batch, generated):
+        end = next((i for i, t in enumerate(row) if t in eos), None)
+        ended = end is not None
+        ids = row[:end] if ended else row
+        stats.generated_tokens += len(ids) + int(ended)
+        text = trie.decode(ids)
+        parsed = parse_output(text, r.sentence, word_boundaries=word_boundaries, complete=ended)
+        stats.truncated += int(not ended)
+        stats.dropped_not_in_input += parsed.dropped_not_in_input
+        stats.dropped_repeats += parsed.dropped_repeats
+        stats.malformed += int(not parsed.well_formed)
+        results.append(parsed.spans)
+    return results
+
+
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    batch: list[_Record],
+    *,
+    prefix: tuple[list[int], Any] | None,
+    constrained: bool,
+    constraint: SpanConstraintConfig,
+    cap: int,
+    pad_token_id: int,
+    eos_token_ids: list[int],
+    trie: Any,
+    device: Any,
+    generate_kwargs: dict[str, Any],
+    stats: PredictionStats,
+) -> list[list[tuple[int, int]]]:
+    """The spans of each record's answer from one ``generate`` call of at most ``cap`` new tokens.
+
+    ``prefix`` is the batch's checked prefix cache (every prompt starts with its ids), or ``None``;
+    ``generate_kwargs`` go to ``model.generate`` (greedy unless they say otherwise).
+    """
+    kwargs = dict(generate_kwargs)
+    input_ids, attention = layout_batch(
+        [r.prompt_ids for r in batch], prefix[0] if prefix is not None else None, pad_token_id
+    )
+    width = input_ids.shape[1]
+    if prefix is not None:
+        beams = kwargs.get("num_beams") or getattr(model.generation_config, "num_beams", 1) or 1
+        kwargs["cache"] = batch_cache(prefix[1], len(batch) * int(beams))
+    processors = LogitsProcessorList()
+    proc = None
+    if constrained:
+        proc = SpanConstrainedLogitsProcessor(
+            tokenizer, [r.sentence for r in batch], constraint, eos_token_id=eos_token_ids
+        )
+        processors.append(proc)
+    user_processors = kwargs.pop("logits_processor", None)
+    if user_processors:
+        processors.extend(user_processors)
+    kwargs.setdefault("do_sample", False)
+    if kwargs.get("num_return_sequences", 1) != 1:
+        raise ValueError("num_return_sequences must be 1 in predict (one answer per record).")
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            logits_processor=processors,
+            max_new_tokens=cap,
+            eos_token_id=eos_token_ids,
+            pad_token_id=pad_token_id,
+            **kwargs,
+        )
+    return parse_answers(
+        batch, out[:, width:].tolist(), eos_token_ids, trie, constraint.word_boundaries, stats
+    )

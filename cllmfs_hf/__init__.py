@@ -63,14 +63,14 @@ _LAZY: dict[str, str] = {
     "resolve_model_path": "models",
     "convert_gguf": "models",
     "model_cache_dir": "models",
-    "NERAdapterConfig": "hub",
+    "NERAdapterConfig": "artifact",
+    "EvalResultSpec": "artifact",
+    "training_hyperparameters": "artifact",
     "save_adapter": "hub",
     "load_adapter": "hub",
     "is_adapter_folder": "hub",
     "push_to_hub": "hub",
-    "training_hyperparameters": "hub",
     "build_model_card": "card",
-    "EvalResultSpec": "card",
     "METRIC_PATH": "evaluation",
     "NERScores": "evaluation",
     "TypeScores": "evaluation",
@@ -114,7 +114,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .card import EvalResultSpec, build_model_card
+    from .artifact import EvalResultSpec, NERAdapterConfig, training_hyperparameters
+    from .card import build_model_card
     from .collator import CLLMFSDataCollator
     from .config import CLLMFSConfig
     from .decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig
@@ -130,14 +131,7 @@ if TYPE_CHECKING:  # pragma: no cover
         score_spans,
     )
     from .extractor import NERExtractor, PredictionStats
-    from .hub import (
-        NERAdapterConfig,
-        is_adapter_folder,
-        load_adapter,
-        push_to_hub,
-        save_adapter,
-        training_hyperparameters,
-    )
+    from .hub import is_adapter_folder, load_adapter, push_to_hub, save_adapter
     from .models import (
         DEFAULT_MODEL,
         DEFAULT_MODEL_HUB_ID,

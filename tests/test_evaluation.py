@@ -279,13 +279,29 @@ REAL_FILES = [
     "wnut17/emerging.dev.conll",
     "bio/NCBI-disease-IOB/test.tsv",
 ]
+# The committed excerpts (tests/fixtures/data/SOURCE.md): the same check on a few real sentences, without ../shared.
+EXCERPT_FILES = ["crossner_politics_test_head.txt", "ncbi_disease_train_head.tsv"]
 
 
+@pytest.mark.parametrize("name", EXCERPT_FILES)
+def test_agrees_with_seqeval_strict_on_real_excerpts(fixture_data, name):
+    _check_agreement_on_file(fixture_data / name, seed=name)
+
+
+@pytest.mark.needs_shared_data(
+    "whole real BIO files (CrossNER politics and science test, WNUT-17 dev, NCBI-disease test): "
+    "thousands of mentions and every tag pattern they hold"
+)
 @pytest.mark.parametrize("relative", REAL_FILES)
 def test_agrees_with_seqeval_strict_on_real_files(shared_data, relative):
-    tokens, gold = _read_bio_file(shared_data / relative)
+    _check_agreement_on_file(shared_data / relative, seed=relative)
+
+
+def _check_agreement_on_file(path: Path, seed: str) -> None:
+    """Noisy predictions seeded by ``seed`` agree with seqeval (strict IOB2) on the file's gold tags."""
+    tokens, gold = _read_bio_file(path)
     labels = sorted({span[2] for tags in gold for span in bio_to_spans(tags)})
-    rng = random.Random(relative)
+    rng = random.Random(seed)
     pred = [_perturb(tags, labels, rng) for tags in gold]
     assert pred != gold
     ours = _assert_agrees_with_seqeval(gold, pred)

@@ -17,9 +17,10 @@ def _span_dicts(tags: list[str]) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def politics_test(shared_data):
-    """Gold tags of CrossNER politics test and deterministic noisy predictions (shifted/retyped/dropped)."""
-    gold = [s.to_bio() for s in read_conll(shared_data / "crossner/politics/test.txt")]
+def politics_test(politics_test_head):
+    """Gold tags of CrossNER politics test (its first 25 sentences, the committed excerpt) and deterministic noisy
+    predictions (shifted/retyped/dropped)."""
+    gold = [s.to_bio() for s in read_conll(politics_test_head)]
     labels = sorted({span[2] for tags in gold for span in bio_to_spans(tags)})
     rng = random.Random(7)
     pred = []
@@ -68,8 +69,10 @@ def test_bio_metric_loads_offline_and_matches_evaluation_and_seqeval(politics_te
 def test_add_batch_sums_counts_like_one_call(politics_test):
     gold, pred = politics_test
     metric = load_metric()
-    for start in range(0, len(gold), 200):
-        metric.add_batch(predictions=pred[start : start + 200], references=gold[start : start + 200])
+    starts = range(0, len(gold), 10)
+    assert len(starts) == 3  # the 25 sentences in batches of 10, 10 and 5
+    for start in starts:
+        metric.add_batch(predictions=pred[start : start + 10], references=gold[start : start + 10])
     assert metric.compute() == score_bio(gold, pred).to_seqeval_dict()
 
 

@@ -2,6 +2,8 @@
 
 Counts are checked twice: against an independent count made here from the raw lines (blank-line blocks,
 entity starts per scheme, and seqeval's own chunking) and against pinned numbers counted once by hand.
+The whole-file checks need ../shared/data (marked ``needs_shared_data``); the datasets.Dataset round trips run
+on the committed CrossNER politics excerpt.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from cllmfs_hf.data.readers import (
 from cllmfs_hf.data.types import AnnotatedSentence, dataset_to_sentences, sentences_to_dataset
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
+
+NEEDS_REAL_SPLITS = pytest.mark.needs_shared_data(
+    "every real split of ../shared/data, whole: pinned sentence and mention counts, each file's own quirks"
+)
 
 # (folder under ../shared/data, split, scheme, sentences, mentions) - counted once from the files.
 REAL_SPLITS = [
@@ -103,6 +109,7 @@ def real_corpora(shared_data):
     return out
 
 
+@NEEDS_REAL_SPLITS
 @pytest.mark.parametrize("folder,split,scheme,n_sentences,n_mentions", REAL_SPLITS)
 def test_real_split_counts(real_corpora, folder, split, scheme, n_sentences, n_mentions):
     path, sentences = real_corpora[(folder, split)]
@@ -113,6 +120,7 @@ def test_real_split_counts(real_corpora, folder, split, scheme, n_sentences, n_m
     assert detect_scheme([[t for _, t in b] for b in blocks]) == scheme
 
 
+@NEEDS_REAL_SPLITS
 @pytest.mark.parametrize("folder,split,scheme", [r[:3] for r in REAL_SPLITS])
 def test_real_split_mentions_match_seqeval_and_tokens(real_corpora, folder, split, scheme):
     path, sentences = real_corpora[(folder, split)]
@@ -133,6 +141,7 @@ def test_real_split_mentions_match_seqeval_and_tokens(real_corpora, folder, spli
         assert n == 1 or not lines[n - 2].strip() or lines[n - 2].startswith("-DOCSTART-")
 
 
+@pytest.mark.needs_shared_data("the whole Few-NERD INTER dev file: all 13 of its types")
 def test_few_nerd_labels_keep_dataset_spelling(real_corpora):
     _, sentences = real_corpora[("fewnerd/inter", "dev")]
     labels = {m.label for s in sentences for m in s.mentions}
@@ -140,6 +149,7 @@ def test_few_nerd_labels_keep_dataset_spelling(real_corpora):
     assert {"person-other", "art-painting", "building-library"} <= labels
 
 
+@pytest.mark.needs_shared_data("the whole WikiGold file: IOB1 read strictly, leniently and as BIO, all of it")
 def test_wikigold_explicit_schemes(shared_data, real_corpora):
     path, iob1 = real_corpora[("wikigold", "all")]
     with pytest.raises(DataFormatError) as err:
@@ -151,6 +161,7 @@ def test_wikigold_explicit_schemes(shared_data, real_corpora):
     assert [s.mentions for s in lenient] == [s.mentions for s in iob1]
 
 
+@pytest.mark.needs_shared_data("WNUT-17 emerging.test.conll, the real file with multi-label tags")
 def test_wnut_multilabel_test_file_rejected(shared_data):
     path = shared_data / "wnut17" / "emerging.test.conll"
     with pytest.raises(DataFormatError) as err:
@@ -168,6 +179,7 @@ def test_wnut_multilabel_test_file_rejected(shared_data):
 # ---------------------------------------------------------------------------------------------------------
 # find_splits
 # ---------------------------------------------------------------------------------------------------------
+@pytest.mark.needs_shared_data("the real dataset folders' layouts: split names, nesting, multi-label files")
 def test_find_splits_real_layouts(shared_data):
     names = lambda d: {k: v.name for k, v in find_splits(shared_data / d).items()}  # noqa: E731
     assert names("crossner/politics") == {"train": "train.txt", "dev": "dev.txt", "test": "test.txt"}
@@ -396,14 +408,15 @@ def test_write_then_read_round_trip(data, scheme):
 # ---------------------------------------------------------------------------------------------------------
 # datasets.Dataset
 # ---------------------------------------------------------------------------------------------------------
-def test_round_trip_through_datasets(real_corpora):
-    _, sentences = real_corpora[("crossner/politics", "train")]
+def test_round_trip_through_datasets(politics_train_head):
+    sentences = read_dataset(politics_train_head)
     back = dataset_to_sentences(sentences_to_dataset(sentences))
     assert back == sentences
 
 
-def test_from_hf_dataset_classlabel_and_strings(real_corpora):
-    path, sentences = real_corpora[("crossner/science", "train")]
+def test_from_hf_dataset_classlabel_and_strings(politics_train_head):
+    path = politics_train_head
+    sentences = read_dataset(path)
     blocks = raw_blocks(path)
     names = ["O"] + sorted({t for b in blocks for _, t in b} - {"O"})
     features = datasets.Features(
@@ -419,10 +432,10 @@ def test_from_hf_dataset_classlabel_and_strings(real_corpora):
         },
         features=features,
     )
-    from_ids = from_hf_dataset(ds, name="science")
+    from_ids = from_hf_dataset(ds, name="politics")
     assert [s.mentions for s in from_ids] == [s.mentions for s in sentences]
     assert [s.text for s in from_ids] == [s.text for s in sentences]
-    assert from_ids[7].source == "science:7"
+    assert from_ids[7].source == "politics:7"
     strings = datasets.Dataset.from_dict(
         {"words": [[w for w, _ in b] for b in blocks], "tags": [[t for _, t in b] for b in blocks]}
     )

@@ -113,8 +113,8 @@ def test_one_record_per_sentence_and_type_including_negatives():
         build_records([s2], None)
 
 
-def test_negative_ratio_keeps_positives_and_subsamples_negatives_deterministically(shared_data):
-    sentences = read_conll(shared_data / "crossner/politics/train.txt")
+def test_negative_ratio_keeps_positives_and_subsamples_negatives_deterministically(politics_train_head):
+    sentences = read_conll(politics_train_head)
     types = label_set(sentences)
     full = build_records(sentences, types)
     assert len(full) == len(sentences) * len(types)
@@ -134,9 +134,10 @@ def test_negative_ratio_keeps_positives_and_subsamples_negatives_deterministical
             build_records(sentences, types, negative_ratio=bad)
 
 
-@pytest.mark.parametrize("folder", ["crossner/politics", "wnut17", "bio/NCBI-disease-IOB"])
-def test_records_on_real_sentences_round_trip_the_template(shared_data, folder):
-    sentences = read_dataset(find_splits(shared_data / folder)["train"])[:150]
+@pytest.mark.parametrize("excerpt", ["politics_train_head", "wnut17_train_head", "ncbi_train_head"])
+def test_records_on_real_sentences_round_trip_the_template(request, excerpt):
+    """Real train sentences of CrossNER politics, WNUT-17 and NCBI-disease (the committed excerpts)."""
+    sentences = read_dataset(request.getfixturevalue(excerpt))
     types = label_set(sentences)
     records = build_records(sentences, types)
     assert len(records) == len(sentences) * len(types)
@@ -232,8 +233,8 @@ def test_sft_trainer_prepares_records_with_loss_on_the_completion_only(
 # AnnotatedSentence <-> datasets
 
 
-def test_annotated_sentences_round_trip_through_datasets(shared_data):
-    sentences = read_conll(shared_data / "wnut17/emerging.dev.conll")[:200]
+def test_annotated_sentences_round_trip_through_datasets(wnut17_train_head):
+    sentences = read_conll(wnut17_train_head)
     sentences.append(AnnotatedSentence.from_text("  spaced   text ", [(2, 8, "thing")], source=None))
     assert any(not s.mentions for s in sentences) and any(len(s.mentions) > 1 for s in sentences)
     ds = sentences_to_dataset(sentences)
@@ -285,6 +286,7 @@ def _has_table_entry(label: str) -> bool:
     return label.strip().lower() in TYPE_DESCRIPTIONS or type_name(label).lower() in TYPE_DESCRIPTIONS
 
 
+@pytest.mark.needs_shared_data("every label of every dataset folder in ../shared/data")
 def test_every_label_in_the_shared_data_has_a_real_description(shared_data):
     for folder in DATASET_FOLDERS:
         labels = set()

@@ -1,4 +1,8 @@
-"""Greedy K-shot support sets and Few-NERD N-way K~2K-shot episodes, on real files and on random pools."""
+"""Greedy K-shot support sets and Few-NERD N-way K~2K-shot episodes, on real files and on random pools.
+
+The tests over a whole real pool (CrossNER politics train, Few-NERD INTER dev) need ../shared/data and are marked
+``needs_shared_data``; the others run on the committed politics excerpt or on synthetic pools.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,16 @@ def counts(sentences) -> Counter:
     return c
 
 
+NEEDS_FEWNERD = pytest.mark.needs_shared_data(
+    "the whole Few-NERD INTER dev pool (18,817 sentences, 13 types, 'art-painting' only 46 mentions): "
+    "10-way 5-shot + 5-query episodes and the exact rare-type counts need all of it"
+)
+NEEDS_POLITICS_POOL = pytest.mark.needs_shared_data(
+    "the whole 200-sentence CrossNER politics train pool: K-shot over all 9 types needs it "
+    "(K=10 needs 10 'person' mentions, the file has 14, the first 40 sentences 4)"
+)
+
+
 @pytest.fixture(scope="module")
 def fewnerd(shared_data) -> list[AnnotatedSentence]:
     return read_conll(find_splits(shared_data / "fewnerd" / "inter")["dev"], scheme="io")
@@ -39,9 +53,16 @@ def politics_train(shared_data) -> list[AnnotatedSentence]:
     return read_conll(shared_data / "crossner" / "politics" / "train.txt")
 
 
+@pytest.fixture(scope="module")
+def politics_head(politics_train_head) -> list[AnnotatedSentence]:
+    """The committed excerpt: the first 40 CrossNER politics train sentences."""
+    return read_conll(politics_train_head)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # greedy K-shot
 # ---------------------------------------------------------------------------------------------------------
+@NEEDS_POLITICS_POOL
 @pytest.mark.parametrize("k", [1, 5, 10])
 def test_greedy_kshot_bound_on_crossner(politics_train, k):
     pool_counts = counts(politics_train)
@@ -79,6 +100,7 @@ def test_greedy_kshot_follows_the_rarest_first_rule():
     assert counts(two) == Counter({"X": 2, "Y": 2}) and len(two) == 4
 
 
+@NEEDS_POLITICS_POOL
 def test_greedy_kshot_deterministic_and_seed_dependent(politics_train):
     a = greedy_kshot(politics_train, 5, seed=11)
     b = greedy_kshot(politics_train, 5, seed=11)
@@ -87,21 +109,25 @@ def test_greedy_kshot_deterministic_and_seed_dependent(politics_train):
     assert len(others) > 1
 
 
-def test_greedy_kshot_labels_restrict_and_do_not_mutate(politics_train):
-    before = [list(s.mentions) for s in politics_train]
-    support = greedy_kshot(politics_train, 2, labels=["politicalparty", "election"], seed=0)
+def test_greedy_kshot_labels_restrict_and_do_not_mutate(politics_head):
+    before = [list(s.mentions) for s in politics_head]
+    support = greedy_kshot(politics_head, 2, labels=["politicalparty", "election"], seed=0)
     got = counts(support)
     assert set(got) == {"politicalparty", "election"} and min(got.values()) >= 2
-    assert [list(s.mentions) for s in politics_train] == before
+    assert [list(s.mentions) for s in politics_head] == before
 
 
-def test_greedy_kshot_errors(politics_train, fewnerd):
+@NEEDS_FEWNERD
+def test_greedy_kshot_error_names_the_short_type_on_fewnerd(fewnerd):
     with pytest.raises(SamplingError, match=r"fewer than k=50 .*'art-painting': 46"):
         greedy_kshot(fewnerd, 50)
+
+
+def test_greedy_kshot_errors(politics_head):
     with pytest.raises(SamplingError, match=r"labels \['spaceship'\] have no mention"):
-        greedy_kshot(politics_train, 1, labels=["spaceship"])
+        greedy_kshot(politics_head, 1, labels=["spaceship"])
     with pytest.raises(ValueError, match="k must be a positive integer"):
-        greedy_kshot(politics_train, 0)
+        greedy_kshot(politics_head, 0)
     with pytest.raises(SamplingError, match="no mention at all"):
         greedy_kshot([AnnotatedSentence.from_tokens(["nothing"])], 1)
 
@@ -147,6 +173,7 @@ def check_episode(ep: Episode, n: int, k: int, q: int) -> None:
     assert not sup_src & qry_src
 
 
+@NEEDS_FEWNERD
 @pytest.mark.parametrize("n,k,q", [(5, 1, 1), (5, 5, 5), (10, 1, 2), (10, 5, 5)])
 @pytest.mark.parametrize("other_types", ["exclude", "drop"])
 def test_fewnerd_episodes_bounds(fewnerd, n, k, q, other_types):
@@ -157,6 +184,7 @@ def test_fewnerd_episodes_bounds(fewnerd, n, k, q, other_types):
     assert len({tuple(e.types) for e in episodes}) > 1 or n == 13
 
 
+@NEEDS_FEWNERD
 def test_fewnerd_exclude_keeps_whole_sentences_drop_removes_others(fewnerd):
     by_source = {s.source: s for s in fewnerd}
     ep = sample_episode(fewnerd, 5, 5, 5, seed=1, other_types="exclude")
@@ -172,6 +200,7 @@ def test_fewnerd_exclude_keeps_whole_sentences_drop_removes_others(fewnerd):
     assert dropped > 0  # the drop mode did meet, and remove, other-type mentions
 
 
+@NEEDS_FEWNERD
 def test_fewnerd_episodes_deterministic(fewnerd):
     a = sample_episode(fewnerd, 5, 2, 2, seed=123)
     b = sample_episode(fewnerd, 5, 2, 2, seed=123)
@@ -186,6 +215,7 @@ def test_fewnerd_episodes_deterministic(fewnerd):
     assert listed[2].seed == episode_seed(9, 2)
 
 
+@NEEDS_FEWNERD
 def test_episode_errors(fewnerd):
     with pytest.raises(SamplingError, match="n_way=14 but only 13 types"):
         sample_episode(fewnerd, 14, 1, 1)

@@ -20,7 +20,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "train_tiny_distributed.py"
 
 
-def test_two_process_training_saves_once(sentencepiece_tokenizer_dir, shared_data, tmp_path):
+def test_two_process_training_saves_once(sentencepiece_tokenizer_dir, politics_train_head, tmp_path):
     accelerate = Path(sys.executable).with_name("accelerate")
     if not accelerate.exists():
         pytest.fail(f"accelerate CLI not found beside {sys.executable}: install accelerate in the venv.")
@@ -48,7 +48,7 @@ def test_two_process_training_saves_once(sentencepiece_tokenizer_dir, shared_dat
         "--tokenizer",
         str(sentencepiece_tokenizer_dir),
         "--data",
-        str(shared_data / "crossner" / "politics" / "train.txt"),
+        str(politics_train_head),
         "--output",
         str(out),
     ]

@@ -3,7 +3,7 @@
 Run by ``tests/test_trainer_distributed.py``:
 
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 tests/scripts/train_tiny_distributed.py \
-        --tokenizer TOKENIZER_DIR --data ../shared/data/crossner/politics/train.txt --output OUT_DIR
+        --tokenizer TOKENIZER_DIR --data tests/fixtures/data/crossner_politics_train_head.txt --output OUT_DIR
 
 (``--cpu --num_processes 2`` starts a single process in accelerate 1.15; ``--multi_gpu`` uses torchrun, and
 ``use_cpu=True`` below makes every process join a gloo group.)

@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from ..template import CLOSE_DELIMITER, OPEN_DELIMITER, PREAMBLE, span_boundaries
 from .config import SpanConstraintConfig
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .vocabulary import VocabularyTrie
 
 __all__ = [
     "History",
@@ -118,7 +115,8 @@ State = frozenset
 class RowAutomaton:
     """The legal-output automaton of one sentence, with memoised transitions and allowed-token sets."""
 
-    def __init__(self, trie: VocabularyTrie, sentence: str, config: SpanConstraintConfig) -> None:
+    def __init__(self, trie: Any, sentence: str, config: SpanConstraintConfig) -> None:
+        # trie: the VocabularyTrie that owns this automaton (not imported: vocabulary imports this module)
         self.trie = trie
         self.config = config
         self.sentence = sentence

@@ -1,243 +1,29 @@
-"""Entity-level evaluation: micro precision, recall and F1 with exact (start, end, type) matching.
-
-A predicted mention counts as a true positive only when its start, its end and its type all equal those of a
-gold mention of the same sentence (METHOD.md section 5). Counts (tp, fp, fn) are summed over every sentence
-of a test set, or over every episode of a few-shot benchmark, and only then divided: nothing is averaged per
-sentence or per episode. Scores are fractions in [0, 1].
-
-Two kinds of input, one logic:
-
-- **Span lists**, one list per sentence, of :class:`~cllmfs_hf.data.types.Mention` objects or
-  ``(start, end, label)`` tuples (character or token offsets, end exclusive; gold and predictions must use the
-  same coordinates).
-- **BIO tag sequences** (IOB2), one per sentence, read in the *strict* IOB2 mode of ``seqeval``
-  (``mode="strict", scheme=IOB2``): an entity starts at a ``B-X`` tag and extends over the ``I-X`` tags that
-  follow it; an ``I-X`` that does not continue a ``B-X``/``I-X`` of the same type (a "stray" I-, e.g. after
-  ``O`` or after ``B-Y``) is not an entity. ``seqeval``'s default (conlleval) mode would count such a stray
-  ``I-X`` as the start of an entity; this module never does. Tags are converted to token spans
-  (:func:`bio_to_spans`) and scored like span lists, so both inputs give the same numbers.
-
-Conventions (documented choices):
-
-- Duplicates: a sentence's predictions form a *set*; a span predicted twice counts once (its repetition is
-  reported in :attr:`NERScores.duplicate_predictions`, never silently). Duplicate gold spans likewise count
-  once (:attr:`NERScores.duplicate_references`).
-- Empty input: no gold and no prediction gives precision = recall = F1 = 0 (never a division error), as
-  ``seqeval`` does with ``zero_division=0``.
-- Labels are compared as strings, exactly as the dataset spells them (see :mod:`cllmfs_hf.data.labels`).
-- Per-type scores cover every type seen in the gold *or* the predictions (a type only ever predicted has
-  support 0 and precision 0), like ``seqeval.metrics.classification_report``.
-
-Example:
-    >>> from cllmfs_hf.data.types import Mention
-    >>> gold = [[(0, 2, "PER"), (5, 7, "LOC")], []]
-    >>> pred = [[Mention(0, 2, "PER"), (5, 8, "LOC")], [(1, 2, "ORG")]]
-    >>> scores = score_spans(gold, pred)
-    >>> (scores.tp, scores.fp, scores.fn), round(scores.f1, 4)
-    ((1, 2, 1), 0.4)
-    >>> score_bio([["B-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O"]]).f1
-    1.0
-    >>> bio_to_spans(["O", "I-PER", "B-LOC", "I-LOC", "I-PER"])  # stray I- tags are not entities
-    [(2, 4, 'LOC')]
-"""
+"""Counting: span checks, BIO -> spans, :class:`ScoreAccumulator` and the ``score_*`` / ``evaluate_sentences``
+entry points (the conventions are in the package docstring)."""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from .data.types import AnnotatedSentence, Mention
+from ..data.types import AnnotatedSentence, Mention
+from .scores import NERScores, TypeScores, _prf
 
 __all__ = [
-    "METRIC_PATH",
     "Span",
     "SpanLike",
-    "TypeScores",
-    "NERScores",
     "ScoreAccumulator",
     "bio_to_spans",
     "score_spans",
     "score_bio",
     "evaluate_sentences",
-    "load_metric",
 ]
-
-#: Folder of the ``evaluate`` metric module shipped in the package; ``evaluate.load(str(METRIC_PATH))``
-#: works offline.
-METRIC_PATH: Path = Path(__file__).resolve().parent / "metrics" / "cllmfs_ner"
 
 #: A span as this module stores it: ``(start, end_exclusive, label)``.
 Span = tuple[int, int, str]
 #: What callers may pass for one span.
 SpanLike = Mention | Sequence[Any] | Mapping[str, Any]
-
-
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    """Precision, recall and F1 from counts; 0 wherever a denominator is 0."""
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
-
-
-@dataclass(frozen=True)
-class TypeScores:
-    """Scores of one entity type: precision, recall, F1 (fractions in [0, 1]) and the counts behind them.
-
-    Example:
-        >>> TypeScores.from_counts(tp=3, fp=1, fn=1).f1
-        0.75
-    """
-
-    precision: float
-    recall: float
-    f1: float
-    tp: int
-    fp: int
-    fn: int
-
-    @classmethod
-    def from_counts(cls, tp: int, fp: int, fn: int) -> TypeScores:
-        """Scores computed from true positive, false positive and false negative counts."""
-        for name, value in (("tp", tp), ("fp", fp), ("fn", fn)):
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"TypeScores.from_counts: {name} must be a non-negative int, got {value!r}.")
-        return cls(*_prf(tp, fp, fn), tp=tp, fp=fp, fn=fn)
-
-    @property
-    def support(self) -> int:
-        """Number of gold mentions of this type (tp + fn)."""
-        return self.tp + self.fn
-
-    @property
-    def predicted(self) -> int:
-        """Number of predicted mentions of this type (tp + fp)."""
-        return self.tp + self.fp
-
-    def to_dict(self) -> dict[str, float | int]:
-        """Plain dict: precision, recall, f1, support, tp, fp, fn."""
-        return {
-            "precision": self.precision,
-            "recall": self.recall,
-            "f1": self.f1,
-            "support": self.support,
-            "tp": self.tp,
-            "fp": self.fp,
-            "fn": self.fn,
-        }
-
-
-@dataclass(frozen=True)
-class NERScores:
-    """Micro-averaged entity-level scores over a whole evaluation, with per-type scores.
-
-    ``precision``, ``recall`` and ``f1`` are fractions in [0, 1] computed from the summed counts. ``per_type``
-    maps every label seen in the gold or the predictions to its :class:`TypeScores`. ``token_accuracy`` is the
-    token-level tag accuracy when every sentence was given as BIO tags, else ``None``.
-
-    Example:
-        >>> s = score_spans([[(0, 1, "PER")]], [[(0, 1, "PER"), (2, 3, "LOC")]])
-        >>> s.precision, s.recall, s.per_type["LOC"].support
-        (0.5, 1.0, 0)
-    """
-
-    precision: float
-    recall: float
-    f1: float
-    tp: int
-    fp: int
-    fn: int
-    per_type: dict[str, TypeScores] = field(default_factory=dict)
-    num_sentences: int = 0
-    duplicate_predictions: int = 0
-    duplicate_references: int = 0
-    token_accuracy: float | None = None
-
-    @property
-    def support(self) -> int:
-        """Number of gold mentions (tp + fn)."""
-        return self.tp + self.fn
-
-    @property
-    def predicted(self) -> int:
-        """Number of (distinct) predicted mentions (tp + fp)."""
-        return self.tp + self.fp
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: overall scores and counts, then ``per_type`` (label -> TypeScores.to_dict())."""
-        return {
-            "precision": self.precision,
-            "recall": self.recall,
-            "f1": self.f1,
-            "support": self.support,
-            "tp": self.tp,
-            "fp": self.fp,
-            "fn": self.fn,
-            "num_sentences": self.num_sentences,
-            "duplicate_predictions": self.duplicate_predictions,
-            "duplicate_references": self.duplicate_references,
-            "token_accuracy": self.token_accuracy,
-            "per_type": {label: ts.to_dict() for label, ts in sorted(self.per_type.items())},
-        }
-
-    def to_seqeval_dict(self) -> dict[str, Any]:
-        """The layout of the Hub's ``seqeval`` metric: ``{label: {precision, recall, f1, number}}`` plus
-        ``overall_precision``/``overall_recall``/``overall_f1`` (and ``overall_accuracy`` for BIO input).
-
-        Counts are added per type (``tp``, ``fp``, ``fn``) and overall (``overall_tp``, ...), so results can be
-        summed later.
-        """
-        out: dict[str, Any] = {}
-        for label, ts in sorted(self.per_type.items()):
-            out[label] = {
-                "precision": ts.precision,
-                "recall": ts.recall,
-                "f1": ts.f1,
-                "number": ts.support,
-                "tp": ts.tp,
-                "fp": ts.fp,
-                "fn": ts.fn,
-            }
-        out["overall_precision"] = self.precision
-        out["overall_recall"] = self.recall
-        out["overall_f1"] = self.f1
-        if self.token_accuracy is not None:
-            out["overall_accuracy"] = self.token_accuracy
-        out["overall_tp"] = self.tp
-        out["overall_fp"] = self.fp
-        out["overall_fn"] = self.fn
-        return out
-
-    def table(self, digits: int = 2) -> str:
-        """A readable table: one row per type then the micro average; scores in percent."""
-        rows = [(label, ts) for label, ts in sorted(self.per_type.items())]
-        overall = TypeScores(self.precision, self.recall, self.f1, self.tp, self.fp, self.fn)
-        rows.append(("micro avg", overall))
-        width = max([len(label) for label, _ in rows] + [len("type")])
-        header = f"{'type':<{width}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>7}  {'tp':>6}  {'fp':>6}  {'fn':>6}"
-        lines = [header, "-" * len(header)]
-        for i, (label, ts) in enumerate(rows):
-            if i == len(rows) - 1 and len(rows) > 1:
-                lines.append("-" * len(header))
-            lines.append(
-                f"{label:<{width}}  {100 * ts.precision:>9.{digits}f}  {100 * ts.recall:>9.{digits}f}  "
-                f"{100 * ts.f1:>9.{digits}f}  {ts.support:>7d}  {ts.tp:>6d}  {ts.fp:>6d}  {ts.fn:>6d}"
-            )
-        notes = [f"{self.num_sentences} sentences"]
-        if self.token_accuracy is not None:
-            notes.append(f"token accuracy {100 * self.token_accuracy:.{digits}f}")
-        if self.duplicate_predictions:
-            notes.append(f"{self.duplicate_predictions} duplicate predictions counted once")
-        if self.duplicate_references:
-            notes.append(f"{self.duplicate_references} duplicate gold mentions counted once")
-        lines.append("(" + "; ".join(notes) + ")")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.table()
 
 
 def _where(sentence_index: int | None, source: str | None = None) -> str:
@@ -564,19 +350,3 @@ def evaluate_sentences(
                 )
         batch.add(sentence.mentions, mentions, sentence_index=offset + i, source=sentence.source)
     return acc.merge(batch).result()
-
-
-def load_metric(**kwargs: Any):
-    """The package's ``evaluate`` metric, loaded offline from :data:`METRIC_PATH`.
-
-    ``config_name="spans"`` selects span-list inputs; the default reads BIO tag sequences. Other keyword
-    arguments go to ``evaluate.load``.
-
-    Example:
-        >>> metric = load_metric()  # doctest: +SKIP
-        >>> metric.compute(predictions=[["B-PER", "O"]], references=[["B-PER", "O"]])["overall_f1"]  # doctest: +SKIP
-        1.0
-    """
-    import evaluate
-
-    return evaluate.load(str(METRIC_PATH), **kwargs)

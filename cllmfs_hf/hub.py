@@ -138,7 +138,9 @@ def prepare_adapter_files(
         source = peft_config.base_model_name_or_path or getattr(model_config, "name_or_path", None)
         if not source:
             raise ValueError(
-                "Cannot tell the base model of this adapter: pass base_model='owner/name' (its Hub id) to save_adapter."
+                "Cannot tell the base model of this adapter (the model was not loaded from a name or path): pass "
+                "base_model='owner/name' (its Hub id) to save_adapter, or to NERAdapterConfig.from_training for "
+                "CLLMFSTrainer(adapter_config=...)."
             )
     portable = portable_model_id(str(source))  # the default's short name or local conversion -> its Hub id
     if not looks_like_hub_id(portable):

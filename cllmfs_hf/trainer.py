@@ -32,136 +32,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from transformers.trainer import TRAINING_ARGS_NAME
 from trl import SFTTrainer
 
+from .artifact import NERAdapterConfig
 from .collator import REQUIRED_RECORD_KEYS, SPAN_KEYS, CLLMFSDataCollator
 from .config import CLLMFSConfig, NegativeSamplingConfig, resolve_layer_index
+from .hooks import EmbeddingGradCapture, HiddenCapture, find_decoder_layers, perturb_embeddings
+from .hub import prepare_adapter_files, save_adapter
+from .hub import push_to_hub as push_folder
 from .losses import contrastive_loss_terms, count_contrastive_pairs, fgm_perturbation
 
 __all__ = ["CLLMFSTrainer", "find_decoder_layers"]
 
 logger = logging.getLogger(__name__)
-
-_LAYER_PATHS = (
-    "model.layers",  # Llama, Qwen2, Mistral, Gemma, Phi3, ...
-    "model.language_model.layers",  # vision-language wrappers
-    "model.decoder.layers",  # OPT
-    "transformer.h",  # GPT-2, Falcon, ...
-    "gpt_neox.layers",
-    "transformer.blocks",
-)
-
-
-def _get_path(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def find_decoder_layers(model: nn.Module, path: str | None = None) -> nn.ModuleList:
-    """The decoder layers of a causal LM, looking through PEFT (and DDP) wrappers.
-
-    Example:
-        >>> layers = find_decoder_layers(model)  # doctest: +SKIP
-        >>> len(layers)  # doctest: +SKIP
-        30
-    """
-    base = model
-    while hasattr(base, "module") and isinstance(base.module, nn.Module):  # DDP / accelerate wrappers
-        base = base.module
-    if hasattr(base, "get_base_model"):  # PeftModel
-        base = base.get_base_model()
-    paths = (path,) if path else _LAYER_PATHS
-    for candidate in paths:
-        try:
-            layers = _get_path(base, candidate)
-        except AttributeError:
-            continue
-        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
-            return layers
-    if path:
-        raise ValueError(
-            f"decoder_layers_path={path!r} does not lead to a non-empty nn.ModuleList on {type(base).__name__}: "
-            "check the attribute names with print(model)."
-        )
-    raise ValueError(
-        f"Cannot find the decoder layers of {type(base).__name__} (tried {', '.join(_LAYER_PATHS)}): the "
-        "contrastive term needs them. Set CLLMFSConfig.decoder_layers_path to the dotted path of its decoder "
-        "layer list, or set contrastive_weight=0."
-    )
-
-
-class _HiddenCapture:
-    """Forward hook that keeps the first output of a decoder layer during one forward."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        self.layer = layer
-        self.hidden: torch.Tensor | None = None
-        self._handle = None
-
-    def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self.hidden is None:
-            out = output[0] if isinstance(output, (tuple, list)) else output
-            if hasattr(out, "last_hidden_state"):
-                out = out.last_hidden_state
-            self.hidden = out
-
-    def __enter__(self) -> _HiddenCapture:
-        self._handle = self.layer.register_forward_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-
-
-class _EmbeddingGradCapture:
-    """Forward hook on the input embedding: makes its output keep a gradient (first call only)."""
-
-    def __init__(self, embedding: nn.Module) -> None:
-        self.embedding = embedding
-        self.output: torch.Tensor | None = None
-        self._handle = None
-
-    def _hook(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor | None:
-        if self.output is not None or not torch.is_grad_enabled():
-            return None
-        if not output.requires_grad:
-            output = output.detach().requires_grad_(True)
-        else:
-            output.retain_grad()
-        self.output = output
-        return output
-
-    def __enter__(self) -> _EmbeddingGradCapture:
-        self._handle = self.embedding.register_forward_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-
-
-@contextlib.contextmanager
-def _perturb_embeddings(embedding: nn.Module, delta: torch.Tensor) -> Iterator[None]:
-    def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-        if output.shape != delta.shape:
-            raise RuntimeError(
-                f"FGM: the perturbation has shape {tuple(delta.shape)} but the embedding output has "
-                f"{tuple(output.shape)}; the second forward must see the same batch."
-            )
-        return output + delta.to(output.dtype)
-
-    handle = embedding.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 class CLLMFSTrainer(SFTTrainer):
@@ -170,6 +61,12 @@ class CLLMFSTrainer(SFTTrainer):
     Takes the arguments of ``SFTTrainer``; ``args`` must be a :class:`~cllmfs_hf.config.CLLMFSConfig` and the
     datasets must hold records from :func:`cllmfs_hf.data.records.build_records` (the collator is built
     from ``args`` unless one is passed).
+
+    The trainer owns its artifact (SpanMarker style): ``save_model`` writes a complete adapter folder (PEFT
+    files, tokenizer, ``cllmfs_config.json`` from ``adapter_config``, the model card), ``create_model_card``
+    writes this library's card, and ``push_to_hub`` uploads such a folder, card intact. ``adapter_config``
+    (a :class:`~cllmfs_hf.artifact.NERAdapterConfig`) says what the adapter extracts; by default the labels
+    of ``train_dataset`` with their built-in descriptions.
     """
 
     def __init__(
@@ -180,6 +77,7 @@ class CLLMFSTrainer(SFTTrainer):
         train_dataset: Any = None,
         eval_dataset: Any = None,
         processing_class: Any = None,
+        adapter_config: NERAdapterConfig | None = None,
         **kwargs: Any,
     ) -> None:
         if args is None:
@@ -235,6 +133,8 @@ class CLLMFSTrainer(SFTTrainer):
         self._decoder_layers = find_decoder_layers(self.model, args.decoder_layers_path)
         self.contrastive_layer_index = resolve_layer_index(args.contrastive_layer, len(self._decoder_layers))
         self._pairs_in_step: torch.Tensor | None = None
+        self.adapter_config = adapter_config or self._default_adapter_config(train_dataset)
+        self._evaluation: dict[str, Any] = {}
         if isinstance(data_collator, CLLMFSDataCollator) and hasattr(train_dataset, "__len__"):
             self._audit(data_collator, train_dataset)
 
@@ -288,6 +188,132 @@ class CLLMFSTrainer(SFTTrainer):
                 counts["unmapped_spans"],
             )
 
+    # ---- the artifact: the trainer writes the whole adapter folder -------------------------------------
+    def _default_adapter_config(self, train_dataset: Any) -> NERAdapterConfig:
+        labels = list(train_dataset["label"]) if hasattr(train_dataset, "column_names") else []
+        if not labels and train_dataset is not None and hasattr(train_dataset, "__iter__"):
+            labels = [r["label"] for r in train_dataset]
+        if not labels:
+            raise ValueError(
+                "CLLMFSTrainer cannot tell the entity types of the adapter (no train_dataset 'label' column): pass "
+                "adapter_config=NERAdapterConfig.from_training(entity_types, descriptions)."
+            )
+        return NERAdapterConfig.from_training(sorted(set(labels)))
+
+    def record_evaluation(self, scores: Any, *, dataset_name: str, protocol: str) -> None:
+        """Scores (a ``NERScores`` or its dict) that the saved config and the card's model-index will carry."""
+        self._evaluation = {"eval_results": scores, "dataset_name": dataset_name, "protocol": protocol}
+
+    def _adapter_tokenizer(self) -> Any:
+        return getattr(self.processing_class, "tokenizer", self.processing_class)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> str:
+        """Save a complete adapter folder into ``output_dir`` (default ``args.output_dir``); returns its path.
+
+        A folder of its own is written atomically (:func:`cllmfs_hf.hub.save_adapter`); checkpoints, the run
+        folder itself and sharded (FSDP / ZeRO-3) models go through the Trainer's own saving, then get
+        ``cllmfs_config.json`` and the card beside the weights.
+        """
+        folder = str(output_dir or self.args.output_dir)
+        in_place = _internal_call or self.is_fsdp_enabled or self.is_deepspeed_enabled
+        if in_place or Path(folder).resolve() == Path(self.args.output_dir).resolve():
+            super().save_model(folder, _internal_call=True)
+            if self.args.should_save:
+                try:
+                    config, card = prepare_adapter_files(
+                        self.accelerator.unwrap_model(self.model),
+                        self.adapter_config,
+                        training_args=self.args,
+                        **self._evaluation,
+                    )
+                except ValueError as err:
+                    if not _internal_call:
+                        raise
+                    # A checkpoint of a model that has no base id (built from a config in memory) keeps its
+                    # weights; the final save_model names the fix.
+                    logger.warning("Checkpoint %s has no cllmfs_config.json: %s", folder, err)
+                else:
+                    config.save(folder)
+                    (Path(folder) / "README.md").write_text(card, encoding="utf-8")
+        elif self.args.should_save:
+            save_adapter(
+                self.accelerator.unwrap_model(self.model),
+                self._adapter_tokenizer(),
+                folder,
+                self.adapter_config,
+                training_args=self.args,
+                **self._evaluation,
+            )
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+        return folder
+
+    def create_model_card(self, **card_kwargs: Any) -> None:
+        """Write this library's model card (not TRL's) as ``README.md`` in ``args.output_dir``.
+
+        Accepts ``model_name``, ``license``, ``language``, ``tags`` and ``dataset`` (datasets); the other
+        keyword arguments of ``Trainer.create_model_card`` are not used by this card.
+        """
+        if not self.is_world_process_zero():
+            return
+        kwargs = {
+            k: card_kwargs[k] for k in ("model_name", "license", "language", "tags") if k in card_kwargs
+        }
+        if card_kwargs.get("dataset"):
+            data = card_kwargs["dataset"]
+            kwargs["datasets"] = [data] if isinstance(data, str) else list(data)
+        _, card = prepare_adapter_files(
+            self.accelerator.unwrap_model(self.model),
+            self.adapter_config,
+            training_args=self.args,
+            repo_id=self.args.hub_model_id,
+            **kwargs,
+            **self._evaluation,
+        )
+        Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.args.output_dir) / "README.md").write_text(card, encoding="utf-8")
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **card_kwargs: Any,
+    ) -> str | None:
+        """Upload the complete adapter folder (weights, tokenizer, ``cllmfs_config.json``, this library's card)
+        to ``args.hub_model_id``; returns the commit URL on the main process."""
+        if not self.args.hub_model_id:
+            raise ValueError("push_to_hub needs args.hub_model_id (owner/name): set --hub_model_id.")
+        staging = Path(self.args.output_dir) / ".hub-upload"
+        self.save_model(str(staging), _internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        try:
+            # The Trainer's pickled arguments stay local: the Hub gets safetensors only, and every
+            # hyperparameter is in cllmfs_config.json already.
+            (staging / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+            _, card = prepare_adapter_files(
+                self.accelerator.unwrap_model(self.model),
+                self.adapter_config,
+                training_args=self.args,
+                repo_id=self.args.hub_model_id,
+                **card_kwargs,
+                **self._evaluation,
+            )
+            (staging / "README.md").write_text(card, encoding="utf-8")
+            return push_folder(
+                staging,
+                self.args.hub_model_id,
+                private=bool(self.args.hub_private_repo if private is None else private),
+                token=token if token is not None else self.args.hub_token,
+                commit_message=commit_message or "Upload CLLMFS NER adapter",
+                revision=revision,
+            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
     @property
     def cllmfs_args(self) -> CLLMFSConfig:
         return self.args  # type: ignore[return-value]
@@ -338,7 +364,7 @@ class CLLMFSTrainer(SFTTrainer):
         spans = {k: inputs.pop(k) for k in SPAN_KEYS if k in inputs}
         mode = "train" if self.model.training else "eval"
         use_cl = args.contrastive_enabled and bool(spans)
-        capture = _HiddenCapture(self._decoder_layers[self.contrastive_layer_index]) if use_cl else None
+        capture = HiddenCapture(self._decoder_layers[self.contrastive_layer_index]) if use_cl else None
         with capture if capture is not None else contextlib.nullcontext():
             result = super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
@@ -398,7 +424,7 @@ class CLLMFSTrainer(SFTTrainer):
             return super().training_step(model, inputs, num_items_in_batch)
         embedding = self._input_embeddings()
         # The clean backward must not all-reduce under DDP: the adversarial backward that follows does it once.
-        with _EmbeddingGradCapture(embedding) as capture, self.accelerator.no_sync(model):
+        with EmbeddingGradCapture(embedding) as capture, self.accelerator.no_sync(model):
             clean = super().training_step(model, inputs, num_items_in_batch)
         if capture.output is None or capture.output.grad is None:
             raise RuntimeError(
@@ -432,7 +458,7 @@ class CLLMFSTrainer(SFTTrainer):
         """LM loss of a forward on the perturbed embedding outputs, normalised exactly like TRL's LM loss."""
         model_inputs = {k: v for k, v in inputs.items() if k not in SPAN_KEYS}
         model_inputs["use_cache"] = False
-        with self.compute_loss_context_manager(), _perturb_embeddings(embedding, delta):
+        with self.compute_loss_context_manager(), perturb_embeddings(embedding, delta):
             outputs = model(**model_inputs, fused_lm_head=True)
         per_token = -outputs.log_probs
         if self.args.loss_type == "dft":

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -361,63 +360,6 @@ def test_adapter_on_the_default_model_records_the_hub_id_and_loads_offline(
 # ---------------------------------------------------------------------------------------------------------
 # Pushing, with the HTTP boundary patched
 # ---------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    """Patch HfApi.create_repo / upload_folder; record what would be sent."""
-    from huggingface_hub import CommitInfo, HfApi, RepoUrl
-
-    sent: dict = {"create_repo": [], "uploads": []}
-
-    def create_repo(self, repo_id, *, repo_type=None, private=None, exist_ok=False, **kwargs):
-        sent["create_repo"].append(
-            {
-                "repo_id": repo_id,
-                "repo_type": repo_type,
-                "private": private,
-                "exist_ok": exist_ok,
-                "token": self.token,
-            }
-        )
-        return RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def upload_folder(
-        self,
-        *,
-        repo_id,
-        folder_path,
-        repo_type=None,
-        commit_message=None,
-        ignore_patterns=None,
-        allow_patterns=None,
-        **kwargs,
-    ):
-        root = Path(folder_path)
-        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-        kept = [f for f in files if not any(fnmatch(f, pat) for pat in (ignore_patterns or []))]
-        if allow_patterns:
-            kept = [f for f in kept if any(fnmatch(f, pat) for pat in allow_patterns)]
-        sent["uploads"].append(
-            {
-                "repo_id": repo_id,
-                "repo_type": repo_type,
-                "commit_message": commit_message,
-                "files": kept,
-                "readme": (root / "README.md").read_text(),
-                "token": self.token,
-            }
-        )
-        return CommitInfo(
-            commit_url=f"https://huggingface.co/{repo_id}/commit/abc123",
-            commit_message=commit_message,
-            commit_description="",
-            oid="abc123",
-        )
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    return sent
 
 
 def test_push_uploads_the_prepared_folder_with_its_card(tiny_adapter, fake_hub, caplog, capsys):

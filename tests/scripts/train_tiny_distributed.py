@@ -39,15 +39,17 @@ def main() -> None:
     from peft import LoraConfig
     from transformers import AutoTokenizer
 
+    from cllmfs_hf.artifact import NERAdapterConfig
     from cllmfs_hf.config import CLLMFSConfig
     from cllmfs_hf.data.readers import read_conll
-    from cllmfs_hf.data.records import build_records, records_to_dataset
+    from cllmfs_hf.data.records import build_records, label_set, records_to_dataset
     from cllmfs_hf.trainer import CLLMFSTrainer
 
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(cli.tokenizer)
     model = build_tiny_causal_lm("llama", len(tokenizer))
-    records = build_records(read_conll(cli.data)[: cli.sentences], negative_ratio=0.3)
+    sentences = read_conll(cli.data)[: cli.sentences]
+    records = build_records(sentences, negative_ratio=0.3)
     args = CLLMFSConfig(
         output_dir=cli.output,
         report_to="none",
@@ -59,7 +61,7 @@ def main() -> None:
         learning_rate=1e-3,
         logging_steps=1,
         save_strategy="no",
-        gradient_checkpointing=True,
+        activation_checkpointing=True,
         contrastive_weight=1.0,
         adversarial="fgm",
         disable_tqdm=True,
@@ -70,6 +72,10 @@ def main() -> None:
         train_dataset=records_to_dataset(records),
         processing_class=tokenizer,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0),
+        # a model built from a config has no name: the saved adapter must still say which base it is for
+        adapter_config=NERAdapterConfig.from_training(
+            label_set(sentences), base_model="tests/tiny-random-llama"
+        ),
     )
     trainer.train()
     trainer.save_model(cli.output)

@@ -17,7 +17,7 @@ from pathlib import Path
 from cllmfs_hf.data.readers import read_dataset
 from cllmfs_hf.data.sampling import greedy_kshot
 from cllmfs_hf.data.types import AnnotatedSentence
-from cllmfs_hf.pipeline import DEMO_DATA_DIR
+from cllmfs_hf.training import DEMO_DATA_DIR
 
 
 def write_bio(sentences: list[AnnotatedSentence], path: Path) -> None:

@@ -6,9 +6,10 @@
         --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --output_dir outputs/mine
     python examples/train.py --help                            # every option, documented
 
-Options come from three dataclasses: `DataArguments` (data), TRL's `ModelConfig` (base model and LoRA) and
-`CLLMFSConfig` (training, contrastive and adversarial terms, logging, checkpoints, Hub). A YAML recipe given
-with `--config` sets defaults; command-line flags override it.
+Options come from three dataclasses: `DataArguments` (data, `cllmfs_hf.training`), TRL's `ModelConfig` (base
+model and LoRA) and `CLLMFSConfig` (training, contrastive and adversarial terms, logging, checkpoints, Hub). A
+YAML recipe given with `--config` sets defaults; command-line flags override it. The job itself is
+`cllmfs_hf.training.run`, the one training path the benchmarks and tests use too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from trl import ModelConfig, TrlParser
 
 from cllmfs_hf.config import CLLMFSConfig
-from cllmfs_hf.pipeline import DataArguments, default_model_config, run_training
+from cllmfs_hf.training import DataArguments, default_model_config, run
 
 # Defaults of the default job (`make demo`); a recipe (--config) or flags override them. Chosen on CrossNER
 # politics DEV (not the bundled test slice) on a GPU, 5-shot support set, 100 dev sentences, F1:
@@ -35,7 +36,7 @@ DEMO_DEFAULTS = dict(
     learning_rate=2e-4,
     num_train_epochs=8,
     per_device_train_batch_size=8,
-    gradient_checkpointing=False,
+    activation_checkpointing=False,
     logging_steps=4,
     save_strategy="steps",
     save_steps=16,
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, ModelConfi
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_args, model_args, training_args = parse_args(argv)
-    report = run_training(data_args, model_args, training_args)
+    report = run(data_args, model_args, training_args)
     if "f1" in report:
         summary = {k: report.get(k) for k in ("precision", "recall", "f1", "train_seconds", "adapter_dir")}
         if "zero_shot" in report:

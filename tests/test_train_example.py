@@ -24,7 +24,7 @@ FAST = [
     "12",
     "--per_device_train_batch_size",
     "4",
-    "--gradient_checkpointing",
+    "--activation_checkpointing",
     "false",
     "--logging_steps",
     "1",
@@ -187,7 +187,7 @@ def test_two_process_cpu_run_saves_one_adapter(tiny_model_dir, tmp_path):
 
 
 def test_resume_skips_a_checkpoint_the_run_was_killed_while_writing(tmp_path, caplog):
-    from cllmfs_hf.pipeline import last_complete_checkpoint
+    from cllmfs_hf.training import last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "missing") is None
     assert last_complete_checkpoint(tmp_path) is None
@@ -198,7 +198,7 @@ def test_resume_skips_a_checkpoint_the_run_was_killed_while_writing(tmp_path, ca
     (tmp_path / "checkpoint-12").write_text("a file, not a checkpoint folder")
     for step in (2, 4):
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    with caplog.at_level("WARNING", logger="cllmfs_hf.pipeline"):
+    with caplog.at_level("WARNING", logger="cllmfs_hf.training"):
         assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert "checkpoint-10 has no trainer_state.json" in caplog.text
 

@@ -1,7 +1,7 @@
 """Evaluate an adapter (or a base model) on a dataset file: the whole test set, or N-way K-shot episodes.
 
-    python examples/evaluate.py --model outputs/demo/adapter --test_file ../shared/data/crossner/politics/test.txt
-    python examples/evaluate.py --model outputs/demo/adapter --test_file dev.txt --episodes 20 --n_way 5 \\
+    python examples/evaluate_ner.py --model outputs/demo/adapter --test_file ../shared/data/crossner/politics/test.txt
+    python examples/evaluate_ner.py --model outputs/demo/adapter --test_file dev.txt --episodes 20 --n_way 5 \\
         --k_shot 1 --output outputs/eval.json
 
 Prints micro P/R/F1 with per-type scores and saves them as JSON (``--output``). In episode mode each episode's

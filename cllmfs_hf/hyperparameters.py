@@ -68,7 +68,7 @@ _TRAINING_FIELDS = (
     "max_length",
     "bf16",
     "fp16",
-    "gradient_checkpointing",
+    "activation_checkpointing",
     "completion_only_loss",
 )
 # Group of a hyperparameter by its name alone: for fields without a declared group and for the keys of

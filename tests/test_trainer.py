@@ -39,7 +39,7 @@ def _config(tmp_path, **overrides) -> CLLMFSConfig:
         learning_rate=1e-3,
         logging_steps=1,
         save_strategy="no",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         seed=0,
         max_length=512,
         dataloader_num_workers=0,
@@ -105,9 +105,9 @@ def test_only_lora_trains_with_fgm(
 
     model = tiny_model_factory(family, sentencepiece_tokenizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    ckpt = dict(gradient_checkpointing=checkpointing != "off")
+    ckpt = dict(activation_checkpointing=checkpointing != "off")
     if checkpointing != "off":
-        ckpt["gradient_checkpointing_kwargs"] = {"use_reentrant": checkpointing == "reentrant"}
+        ckpt["activation_checkpointing_kwargs"] = {"use_reentrant": checkpointing == "reentrant"}
     args = _config(tmp_path, adversarial="fgm", contrastive_weight=0.5, **ckpt)
 
     seen: set[str] = set()
@@ -356,7 +356,7 @@ def test_contrastive_uses_the_chosen_layer_of_the_same_forward(
 @pytest.mark.parametrize("family", ["mistral", "gemma"])
 def test_other_families_train(family, sentencepiece_tokenizer, tiny_model_factory, records, tmp_path):
     args = _config(
-        tmp_path, max_steps=1, adversarial="fgm", contrastive_weight=1.0, gradient_checkpointing=True
+        tmp_path, max_steps=1, adversarial="fgm", contrastive_weight=1.0, activation_checkpointing=True
     )
     trainer = _trainer(
         tiny_model_factory(family, sentencepiece_tokenizer),

@@ -461,3 +461,49 @@ def test_slow_path_for_characters_no_token_can_produce(sentencepiece_tokenizer):
         for r, row in enumerate(out[:, enc["input_ids"].shape[1] :].tolist()):
             result = _check_row(proc, row, sentences[r], config)
             assert all("北" not in t for t in result.texts)
+
+
+@pytest.mark.parametrize("tok_name", ["smollm2_tokenizer", "sentencepiece_tokenizer"])
+def test_preamble_in_prompt_outputs_continue_the_preamble_with_spans_of_the_input(tok_name, request):
+    """With the preamble prefilled in the prompt, the output starts with an item or ends at once; preamble +
+    output is a legal answer (sampled at high temperature, batch of two lengths, left padding)."""
+    tok = request.getfixturevalue(tok_name)
+    sentences = ["Ada Lovelace met Charles Babbage in London .", "Rain in Spain ."]
+    config = SpanConstraintConfig(preamble_in_prompt=True)
+    prompts = [
+        tok.apply_chat_template(
+            prompt_messages("person", "names of people", s), add_generation_prompt=True, tokenize=False
+        )
+        + PREAMBLE
+        for s in sentences
+    ]
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    proc = SpanConstrainedLogitsProcessor(tok, sentences, config)
+    first_ids, eos_ok = proc.automata[0].allowed(proc.automata[0].initial)
+    assert eos_ok  # a negative answer is the preamble alone
+    assert all(
+        tok.decode([i]).startswith(" ") or tok.convert_ids_to_tokens(i).startswith(("Ġ", "▁"))
+        for i in first_ids.tolist()
+    )
+    model = _tiny(tok, seed=3)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no escaped rows
+        out = model.generate(
+            **enc,
+            logits_processor=LogitsProcessorList([proc, _AssertSomethingAllowed()]),
+            do_sample=True,
+            temperature=20.0,
+            max_new_tokens=40,
+            num_return_sequences=3,
+        )
+    generated = out[:, enc["input_ids"].shape[1] :].tolist()
+    for r, row in enumerate(generated):
+        text, ended = proc.decode(row)
+        assert text == "" or text.startswith(" <<< "), text
+        sentence = sentences[r // 3]
+        result = parse_output(PREAMBLE + text, sentence, complete=ended)
+        assert result.well_formed and result.dropped_not_in_input == 0, text
+        if ended:
+            assert PREAMBLE + text == format_completion(result.texts)
+        assert all(sentence[s:e] == t for (s, e), t in zip(result.spans, result.texts))

@@ -10,10 +10,11 @@ import torch
 from conftest import build_tiny_causal_lm
 from transformers import LogitsProcessor
 
+from cllmfs_hf.data.readers import read_dataset
 from cllmfs_hf.data.types import AnnotatedSentence, Mention, sentences_to_dataset
-from cllmfs_hf.decoding import VocabularyTrie, span_boundaries
+from cllmfs_hf.decoding import SpanConstrainedLogitsProcessor, VocabularyTrie, span_boundaries
 from cllmfs_hf.extractor import NERExtractor
-from cllmfs_hf.template import INPUT_PREFIX, format_completion
+from cllmfs_hf.template import INPUT_PREFIX, PREAMBLE, format_completion
 
 
 def _tiny(tokenizer, seed=0, num_layers=2):
@@ -39,6 +40,12 @@ class Oracle(LogitsProcessor):
         self.queries: list[tuple[str, str]] = []
 
     def _target(self, prompt_text: str) -> bytes:
+        target = format_completion(self._mentions(prompt_text))
+        if prompt_text.endswith(PREAMBLE):  # a prefilled preamble: the answer goes on after it
+            target = target[len(PREAMBLE) :]
+        return target.encode()
+
+    def _mentions(self, prompt_text: str) -> list[str]:
         type_name = re.search(r"the entity of (.+?) in the input", prompt_text).group(1)
         # decoded without special tokens (the pads, which may sit between the shared prompt prefix and the rest)
         sentence = prompt_text.split(INPUT_PREFIX, 1)[1].rsplit("\nassistant\n", 1)[0]
@@ -47,7 +54,7 @@ class Oracle(LogitsProcessor):
         found = []
         for kw in self.keywords.get(type_name, []):
             found += [(s, kw) for s in starts if sentence.startswith(kw, s) and s + len(kw) in ends]
-        return format_completion([kw for _, kw in sorted(found)]).encode()
+        return [kw for _, kw in sorted(found)]
 
     def __call__(self, input_ids, scores):
         new_call = (
@@ -228,7 +235,7 @@ def test_unconstrained_decoding_drops_and_counts_spans_not_in_the_text(smollm2_t
     oracle = Oracle(smollm2_tokenizer, {"location": ["Paris", "Atlantis"]})
     # the oracle's target for "Atlantis" is only reachable without the constraint when it is in the text,
     # so feed it a text without it and check the free answer's bogus span is dropped, not invented
-    oracle._target = lambda prompt, _t=oracle._target: format_completion(["Paris", "Atlantis"]).encode()
+    oracle._mentions = lambda prompt: ["Paris", "Atlantis"]
     out = ex.predict(["We flew to Paris ."], logits_processor=[oracle], constrained=False, max_new_tokens=40)
     assert out == [[{"start": 11, "end": 16, "text": "Paris", "label": "LOC"}]]
     assert ex.last_stats.dropped_not_in_input == 1
@@ -239,9 +246,13 @@ def test_unconstrained_decoding_drops_and_counts_spans_not_in_the_text(smollm2_t
     assert ex.last_stats.dropped_not_in_input == 0 and ex.last_stats.malformed == 0
 
 
-def test_truncated_answers_are_reported(tiny_extractor):
+def test_truncated_answers_are_reported(tiny_extractor, smollm2_tokenizer):
+    # the answer " <<< Ada >>> <<< Paris >>>" takes more than 3 tokens (the preamble is in the prompt)
+    oracle = Oracle(smollm2_tokenizer, {"location": ["Ada", "Paris"]})
     with pytest.warns(RuntimeWarning, match="max_new_tokens"):
-        tiny_extractor.predict(["Ada met Bob in Paris ."], ["LOC"], max_new_tokens=3)
+        tiny_extractor.predict(
+            ["Ada met Bob in Paris ."], ["LOC"], max_new_tokens=3, logits_processor=[oracle]
+        )
     assert tiny_extractor.last_stats.truncated == 1
 
 
@@ -327,3 +338,86 @@ def test_prefix_cache_gives_the_same_predictions(smollm2_tokenizer):
         d = plain.predict(texts, batch_size=2, max_new_tokens=24, num_beams=2)
     assert cached._prefix_verified is True
     assert a == b and c == d
+
+
+@pytest.mark.slow
+def test_prefilled_preamble_gives_the_answers_of_the_generated_preamble(
+    tmp_path, tmp_path_factory, monkeypatch, politics_train_head, politics_test_head
+):
+    """A (briefly) trained adapter on the real default model, real sentences: with the preamble in the prompt
+    every greedy answer equals the one decoded with the preamble generated token by token (its cap raised by
+    the preamble's tokens), at fewer generated tokens.
+
+    The precondition is checked too: the trained model generates exactly the preamble tokens that training
+    put after the prompt. (The untrained base does not: under the constraint it spells the preamble with other
+    tokens, e.g. ' ' + 'entities', and then answers differently; prefilling gives it the trained tokens.)
+    """
+    from peft import LoraConfig
+    from test_models import default_model_cache
+
+    from cllmfs_hf.config import CLLMFSConfig
+    from cllmfs_hf.data.readers import read_conll
+    from cllmfs_hf.data.records import build_records, records_to_dataset
+    from cllmfs_hf.models import load_base_model, load_tokenizer
+    from cllmfs_hf.trainer import CLLMFSTrainer
+
+    monkeypatch.setenv("CLLMFS_CACHE", str(default_model_cache(tmp_path_factory)["cache"]))
+    types = ["politician", "country"]
+    records = build_records(read_conll(politics_train_head)[:8], types, seed=0)
+    tokenizer = load_tokenizer(padding_side="right")
+    trainer = CLLMFSTrainer(
+        load_base_model(),
+        args=CLLMFSConfig(
+            output_dir=str(tmp_path / "run"),
+            report_to="none",
+            use_cpu=True,
+            max_steps=4,
+            per_device_train_batch_size=4,
+            learning_rate=1e-3,
+            save_strategy="no",
+            activation_checkpointing=False,
+            disable_tqdm=True,
+            contrastive_weight=0.0,
+            adversarial="none",
+        ),
+        train_dataset=records_to_dataset(records),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    trainer.train()
+    model = trainer.model.eval()
+    tokenizer.padding_side = "left"
+    texts = [s.text for s in read_dataset(politics_test_head)[:6]]
+    prefilled = NERExtractor(model, tokenizer, types)
+    generated = NERExtractor(model, tokenizer, types, prefill_preamble=False)
+
+    # precondition: the trained model spells the preamble with the tokens training put after the prompt
+    prompt = generated._prompt_ids(types[0], texts[0])
+    preamble_ids = prefilled._prompt_ids(types[0], texts[0])[len(prompt) :]
+    assert len(preamble_ids) == generated._preamble_tokens
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            logits_processor=[
+                SpanConstrainedLogitsProcessor(
+                    tokenizer, [texts[0]], generated.constraint, eos_token_id=generated.eos_token_ids
+                )
+            ],
+            max_new_tokens=len(preamble_ids),
+            do_sample=False,
+            pad_token_id=generated.pad_token_id,
+        )
+    assert out[0, len(prompt) :].tolist() == preamble_ids
+
+    cap = 24
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = generated.predict(texts, batch_size=6, max_new_tokens=cap + len(preamble_ids))
+        got = prefilled.predict(texts, batch_size=6, max_new_tokens=cap)
+    assert got == want
+    records_run = len(texts) * len(types)
+    assert prefilled.last_stats.records == generated.last_stats.records == records_run
+    assert prefilled.last_stats.generated_tokens == generated.last_stats.generated_tokens - records_run * len(
+        preamble_ids
+    )

@@ -5,6 +5,8 @@ row's input sentence, followed by an end-of-sequence token::
 
     [" "] PREAMBLE ( " <<< " span " >>>" )* EOS
 
+(without ``[" "] PREAMBLE`` when the prompt already ends with it, ``SpanConstraintConfig.preamble_in_prompt``).
+
 A nondeterministic automaton over UTF-8 bytes tracks where the output is. Each of its configurations is one
 of the named types below; a :data:`State` is the frozenset of configurations the automaton may be in:
 
@@ -139,18 +141,22 @@ class RowAutomaton:
         self.track_counts = not config.allow_duplicates
         self.track_spans = config.max_spans is not None
         self.hist0 = History(spans=0, counts=())
+        generates_preamble = not config.preamble_in_prompt
         alphabet = (
-            PREAMBLE
+            (PREAMBLE if generates_preamble else "")
             + OPEN_DELIMITER
             + CLOSE_DELIMITER
             + sentence
-            + (" " if config.allow_leading_space else "")
+            + (" " if config.allow_leading_space and generates_preamble else "")
         )
         # When every needed character is producible token by token, byte-level liveness is token-level liveness.
         self.coverable = trie.can_produce(alphabet)
-        self.initial: State = frozenset(
-            [BeforeLeadingSpace(), InPreamble(0)] if config.allow_leading_space else [InPreamble(0)]
-        )
+        if not generates_preamble:  # the prompt ends with the preamble: a span or the end comes next
+            self.initial: State = frozenset([BetweenSpans(self.hist0)])
+        elif config.allow_leading_space:
+            self.initial = frozenset([BeforeLeadingSpace(), InPreamble(0)])
+        else:
+            self.initial = frozenset([InPreamble(0)])
         self._step_memo: dict[tuple[State, int], State] = {}
         self._allowed_memo: dict[State, tuple[torch.Tensor, bool]] = {}
         self._live_memo: dict[Any, bool] = {}

@@ -2,7 +2,7 @@
 
 Options: word-boundary spans (default) or any character span, maximum span length in words, no duplicate
 spans (a span text may be emitted at most as many times as it occurs in the input), maximum number of spans,
-and an optional space before the preamble.
+an optional space before the preamble, and whether the prompt already ends with the preamble.
 """
 
 from __future__ import annotations
@@ -55,6 +55,15 @@ class SpanConstraintConfig:
         },
     )
 
+    preamble_in_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "The prompt already ends with the preamble (prefilled in the prompt's forward pass, as "
+            "NERExtractor does): the constrained output starts after it, with a span or end-of-sequence. "
+            "False: the model generates the preamble itself, token by token."
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.max_span_words is not None and (
             isinstance(self.max_span_words, bool)
@@ -70,7 +79,7 @@ class SpanConstraintConfig:
             raise ValueError(
                 f"max_spans must be None or an integer >= 1, got {self.max_spans!r}: use None for no limit."
             )
-        for name in ("word_boundaries", "allow_duplicates", "allow_leading_space"):
+        for name in ("word_boundaries", "allow_duplicates", "allow_leading_space", "preamble_in_prompt"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 

@@ -86,8 +86,8 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         self.trie = VocabularyTrie.for_tokenizer(tokenizer)
         self.automata = [self.trie.automaton(s, config) for s in self.sentences]
         for i, auto in enumerate(self.automata):
-            ids, _ = auto.allowed(auto.initial)
-            if ids.numel() == 0:
+            ids, eos_ok = auto.allowed(auto.initial)
+            if ids.numel() == 0 and not eos_ok:
                 raise ValueError(
                     f"sentences[{i}]: no token of this tokenizer can start the output preamble {PREAMBLE!r}; "
                     "the tokenizer's vocabulary cannot express the CLLMFS template."

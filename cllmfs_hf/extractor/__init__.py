@@ -10,6 +10,12 @@ How ``predict`` runs:
   padding; a batch stops as soon as every row has emitted end-of-sequence. The prompt prefix shared by all
   records of a type (chat template, instruction) is encoded once per type and call (``prefix_cache``). A progress bar appears for runs of more than
   ``progress_threshold`` records (or force it with ``progress=True``/``False``).
+- **Prefilled preamble** (``prefill_preamble=True``, the default): every prompt ends with the answer's fixed
+  preamble, tokenized with the prompt exactly as training tokenized prompt + completion, so it costs no
+  decoding step; generation starts with a span or end-of-sequence, and ``max_new_tokens`` counts the tokens
+  after the preamble. A trained adapter gives the same greedy answers as with the preamble generated token
+  by token; an untrained base may differ, since under the constraint it spells the preamble with other
+  tokens than training used.
 - Texts longer than the model's context are split into overlapping windows at word boundaries; nothing is
   cut. **Window policy**: a mention that touches a window edge which is not an edge of the text is dropped
   from that window (the neighbouring window, which overlaps it by ``window_overlap`` tokens, sees it

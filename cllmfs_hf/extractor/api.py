@@ -7,6 +7,7 @@ docstring (:mod:`cllmfs_hf.extractor`); the pieces it uses live in the sibling m
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -60,6 +61,10 @@ class NERExtractor:
         prefix_cache: compute the key/value cache of the prompt part shared by all records of a type (chat
             template, system prompt, instruction) once per type and call, instead of once per record. It is
             checked once against a plain forward (logits must agree) and switched off if they do not.
+        prefill_preamble: end every prompt with the answer's fixed preamble, so that it is encoded in the
+            prompt's one forward pass and generation starts after it (``constraint.preamble_in_prompt`` is set
+            from this). It is the text every legal answer starts with and the tokens training put there;
+            False generates it token by token (about 12 decoding steps more per record).
 
     Example:
         >>> extractor = NERExtractor(model, tokenizer, entity_types=["PER", "LOC"])  # doctest: +SKIP
@@ -81,6 +86,7 @@ class NERExtractor:
         overlap_policy: OverlapPolicy = "keep_all",
         progress_threshold: int = 64,
         prefix_cache: bool = True,
+        prefill_preamble: bool = True,
     ) -> None:
         if not hasattr(model, "generate"):
             raise TypeError(f"model must be a generative model with .generate(), got {type(model).__name__}.")
@@ -94,9 +100,14 @@ class NERExtractor:
         self.entity_types = check_types(entity_types, "entity_types") if entity_types is not None else None
         self.descriptions = dict(descriptions or {})
         self.type_names = dict(type_names or {})
-        self.constraint = constraint or SpanConstraintConfig()
-        if not isinstance(self.constraint, SpanConstraintConfig):
+        constraint = constraint or SpanConstraintConfig()
+        if not isinstance(constraint, SpanConstraintConfig):
             raise TypeError("constraint must be a cllmfs_hf.decoding.SpanConstraintConfig.")
+        if not isinstance(prefill_preamble, bool):
+            raise ValueError(f"prefill_preamble must be True or False, got {prefill_preamble!r}.")
+        self.prefill_preamble = prefill_preamble
+        # The extractor writes the prompts, so it alone says whether they end with the preamble.
+        self.constraint = dataclasses.replace(constraint, preamble_in_prompt=prefill_preamble)
         self.max_context = resolve_max_context(model, tokenizer, max_context)
         if not isinstance(window_overlap, int) or window_overlap < 0:
             raise ValueError(f"window_overlap must be an integer >= 0 (tokens), got {window_overlap!r}.")
@@ -111,7 +122,10 @@ class NERExtractor:
         self._prefix_verified: bool | None = None
         self.pad_token_id, self.eos_token_ids = special_token_ids(model, tokenizer)
         self.trie = VocabularyTrie.for_tokenizer(tokenizer)
-        self._preamble_tokens = len(tokenizer(PREAMBLE, add_special_tokens=False)["input_ids"])
+        # Tokens of the answer's preamble that generation produces (none when the prompt ends with it).
+        self._preamble_tokens = (
+            0 if prefill_preamble else len(tokenizer(PREAMBLE, add_special_tokens=False)["input_ids"])
+        )
         self._overhead: dict[str, int] = {}
         self.last_stats = PredictionStats()
 
@@ -162,6 +176,9 @@ class NERExtractor:
     def _prompt_ids(self, label: str, sentence: str) -> list[int]:
         messages = prompt_messages(self._type_name(label), describe_type(label, self.descriptions), sentence)
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if self.prefill_preamble:
+            # Tokenized with the prompt, as training tokenized prompt + completion as one text.
+            text += PREAMBLE
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _count_tokens(self, text: str) -> int:

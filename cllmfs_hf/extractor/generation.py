@@ -13,6 +13,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from ..decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig, parse_output
+from ..template import PREAMBLE
 from .prefix_cache import batch_cache, layout_batch
 from .stats import PredictionStats
 
@@ -54,9 +55,11 @@ def parse_answers(
     trie: Any,
     word_boundaries: bool,
     stats: PredictionStats,
+    preamble_in_prompt: bool = False,
 ) -> list[list[tuple[int, int]]]:
     """The character spans (in each record's sentence) of each generated row; an answer cut before
-    end-of-sequence keeps its complete mentions. Counts tokens, truncations and dropped spans into ``stats``."""
+    end-of-sequence keeps its complete mentions. Counts tokens, truncations and dropped spans into ``stats``.
+    With ``preamble_in_prompt`` the rows hold what follows the preamble the prompts ended with."""
     eos = set(eos_token_ids)
     results: list[list[tuple[int, int]]] = []
     for r, row in zip(batch, generated):
@@ -64,7 +67,7 @@ def parse_answers(
         ended = end is not None
         ids = row[:end] if ended else row
         stats.generated_tokens += len(ids) + int(ended)
-        text = trie.decode(ids)
+        text = (PREAMBLE if preamble_in_prompt else "") + trie.decode(ids)
         parsed = parse_output(text, r.sentence, word_boundaries=word_boundaries, complete=ended)
         stats.truncated += int(not ended)
         stats.dropped_not_in_input += parsed.dropped_not_in_input
@@ -127,5 +130,11 @@ def generate_batch(
             **kwargs,
         )
     return parse_answers(
-        batch, out[:, width:].tolist(), eos_token_ids, trie, constraint.word_boundaries, stats
+        batch,
+        out[:, width:].tolist(),
+        eos_token_ids,
+        trie,
+        constraint.word_boundaries,
+        stats,
+        preamble_in_prompt=constraint.preamble_in_prompt,
     )

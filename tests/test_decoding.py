@@ -20,6 +20,7 @@ from cllmfs_hf.decoding import (
     parse_output,
     span_boundaries,
 )
+from cllmfs_hf.decoding.automaton import RowAutomaton
 from cllmfs_hf.template import PREAMBLE, format_completion, prompt_messages
 
 PUNCT = [",", ".", "(", ")", "'s", "-", '"', ";", ">>>", "<<<", "José", "Müller", "北京", "€5", "naïve"]
@@ -507,3 +508,41 @@ def test_preamble_in_prompt_outputs_continue_the_preamble_with_spans_of_the_inpu
         if ended:
             assert PREAMBLE + text == format_completion(result.texts)
         assert all(sentence[s:e] == t for (s, e), t in zip(result.spans, result.texts))
+
+
+@pytest.mark.parametrize("tok_name", ["smollm2_tokenizer", "sentencepiece_tokenizer"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"preamble_in_prompt": True},
+        {"word_boundaries": False},
+        {"max_span_words": 2, "max_spans": 3},
+        {"allow_duplicates": True, "allow_leading_space": False},
+    ],
+)
+def test_fast_allowed_sets_equal_the_plain_trie_walk(tok_name, options, request, politics_train_head):
+    """The per-configuration allowed sets (span text read along the sentence) equal a plain walk of the
+    vocabulary trie, on every state that random legal outputs pass through (real sentences, one with a
+    repeated word so that the duplicate budget matters)."""
+    tok = request.getfixturevalue(tok_name)
+    config = SpanConstraintConfig(**options)
+    trie = VocabularyTrie.for_tokenizer(tok)
+    real = [s.text for s in read_conll(politics_train_head) if len(s.tokens) >= 15]
+    sentences = [*real[:2], real[2] + " " + real[2]]
+    rng = random.Random(0)
+    checked = 0
+    for sentence in sentences:
+        auto = RowAutomaton(trie, sentence, config)
+        assert auto.coverable
+        for _walk in range(6):
+            state = auto.initial
+            for _step in range(30):
+                ids, eos_ok = auto.allowed(state)
+                assert ids.tolist() == auto.allowed_by_walk(state), (sentence, state)
+                checked += 1
+                if eos_ok and (ids.numel() == 0 or rng.random() < 0.05):
+                    break
+                state = auto.advance(state, rng.choice(ids.tolist()))
+                assert state
+    assert checked > 100

@@ -159,6 +159,8 @@ class RowAutomaton:
             self.initial = frozenset([InPreamble(0)])
         self._step_memo: dict[tuple[State, int], State] = {}
         self._allowed_memo: dict[State, tuple[torch.Tensor, bool]] = {}
+        self._config_memo: dict[Configuration, frozenset[int]] = {}
+        self._used_memo: dict[tuple, dict[bytes, int]] = {}
         self._live_memo: dict[Any, bool] = {}
         self._tok_live_memo: dict[State, bool] = {}
         self._count_memo: dict[bytes, int] = {}
@@ -188,8 +190,17 @@ class RowAutomaton:
     def _budget(self, text: bytes, hist: History) -> bool:
         if not self.track_counts:
             return True
-        used = dict(hist.counts).get(text, 0)
+        if not hist.counts:
+            return True  # nothing emitted yet, and a legal span's text occurs at least once
+        used = self._used(hist.counts).get(text, 0)
         return used < self.occurrences(text)
+
+    def _used(self, counts: tuple[tuple[bytes, int], ...]) -> dict[bytes, int]:
+        """``counts`` as a dict (memoised: a history is looked up many times)."""
+        used = self._used_memo.get(counts)
+        if used is None:
+            used = self._used_memo[counts] = dict(counts)
+        return used
 
     def _add(self, hist: History, text: bytes) -> History:
         n = hist.spans + 1 if self.track_spans else 0
@@ -221,16 +232,21 @@ class RowAutomaton:
             return res
         res = False
         limit = self.config.max_span_words
-        for s in occ:
-            lo = bisect.bisect_left(self.ends_sorted, max(s + length, s + 1))
-            for e in self.ends_sorted[lo:]:
-                if limit is not None and self.words(s, e) > limit:
+        ends = self.ends_sorted
+        if limit is None and not key[2]:
+            # no word limit and nothing emitted (no budget used): any legal end after the text will do
+            res = any(bisect.bisect_left(ends, max(s + length, s + 1)) < len(ends) for s in occ)
+        else:
+            for s in occ:
+                for i in range(bisect.bisect_left(ends, max(s + length, s + 1)), len(ends)):
+                    e = ends[i]
+                    if limit is not None and self.words(s, e) > limit:
+                        break
+                    if self._budget(self.sb[s:e], hist):
+                        res = True
+                        break
+                if res:
                     break
-                if self._budget(self.sb[s:e], hist):
-                    res = True
-                    break
-            if res:
-                break
         self._live_memo[key] = res
         return res
 
@@ -351,10 +367,30 @@ class RowAutomaton:
                 stack.append((child, st2))
 
     def allowed(self, state: State) -> tuple[torch.Tensor, bool]:
-        """(allowed token ids, whether EOS is allowed) in ``state``; memoised."""
+        """(allowed token ids, whether EOS is allowed) in ``state``; memoised.
+
+        A token is allowed when the walk of its bytes from ``state`` stays alive. The walk of a set of
+        configurations is the union of the walks of its members, so the allowed set is the union of each
+        configuration's (memoised on its own: a configuration recurs in many states). Where every needed
+        character is producible (``coverable``, the usual case) that is exact; otherwise token-level liveness
+        must be checked on whole states, on the slow path (:meth:`allowed_by_walk`).
+        """
         res = self._allowed_memo.get(state)
         if res is not None:
             return res
+        if not self.coverable:
+            ids = self.allowed_by_walk(state)
+        else:
+            found: set[int] = set()
+            for c in state:
+                found.update(self._config_allowed(c))
+            ids = sorted(found)
+        res = (torch.tensor(ids, dtype=torch.long), self.accepting(state))
+        self._allowed_memo[state] = res
+        return res
+
+    def allowed_by_walk(self, state: State) -> list[int]:
+        """The allowed token ids of ``state`` by a plain walk of the vocabulary trie (the reference)."""
         ids: list[int] = []
         stack = [(self.trie.root, state)]
         while stack:
@@ -370,6 +406,75 @@ class RowAutomaton:
                 if tids is not None and (self.coverable or self._token_live(st2)):
                     ids.extend(tids)
                 stack.append((child, st2))
-        res = (torch.tensor(sorted(ids), dtype=torch.long), self.accepting(state))
-        self._allowed_memo[state] = res
+        return sorted(ids)
+
+    # -- the fast path: one configuration at a time, span text read along the sentence ------------------
+    def _config_allowed(self, c: Configuration) -> frozenset[int]:
+        res = self._config_memo.get(c)
+        if res is None:
+            found: set[int] = set()
+            self._collect(self.trie.root, c, found)
+            res = frozenset(found)
+            self._config_memo[c] = res
         return res
+
+    def _collect(self, node: dict, c: Configuration, found: set[int]) -> None:
+        """Add to ``found`` every token whose bytes, read from trie ``node`` on, keep ``c`` alive."""
+        if type(c) is InSpan:
+            self._collect_span(node, c, found)
+            return
+        stack = [(node, c)]
+        while stack:
+            node, c = stack.pop()
+            if type(c) is InSpan:
+                self._collect_span(node, c, found)
+                continue
+            for b in self._next_bytes((c,)):
+                child = node.get(b)
+                if child is None:
+                    continue
+                for c2 in self._step_config(c, b):
+                    tids = child.get(-1)
+                    if tids is not None:
+                        found.update(tids)
+                    stack.append((child, c2))
+
+    def _collect_span(self, node: dict, c: InSpan, found: set[int]) -> None:
+        """The tokens (read from ``node``) that continue the span ``c``: the ones made of span text, read
+        along the sentence from each occurrence, whose text can still end a legal span; and the ones that
+        close the span (where it may end) and go on into the close delimiter and beyond."""
+        occ, length, hist = c
+        sb, n, ends = self.sb, self.n, self.ends
+        text_tokens: dict[int, tuple[int, list[int]]] = {}  # token -> (bytes read, occurrences it continues)
+        closed: set[bytes] = set()
+        for s in occ:
+            p, k, here = s + length, 0, node
+            while True:
+                end = p + k
+                if length + k > 0 and end in ends:
+                    text = sb[s:end]
+                    if text not in closed and self._word_ok(s, end) and self._budget(text, hist):
+                        closed.add(text)
+                        child = here.get(_CLOSE[0])
+                        if child is not None:
+                            tids = child.get(-1)
+                            if tids is not None:
+                                found.update(tids)
+                            self._collect(child, InClose(1, text, hist), found)
+                if end >= n:
+                    break
+                here = here.get(sb[end])
+                if here is None:
+                    break
+                k += 1
+                tids = here.get(-1)
+                if tids is not None:
+                    for t in tids:
+                        entry = text_tokens.get(t)
+                        if entry is None:
+                            text_tokens[t] = (k, [s])
+                        else:
+                            entry[1].append(s)
+        for t, (k, starts) in text_tokens.items():
+            if t not in found and self._span_live(tuple(starts), length + k, hist):
+                found.add(t)

@@ -3,7 +3,7 @@
 :class:`SpanConstrainedLogitsProcessor` masks, at every step and for every row, each next token that cannot
 continue a legal output (see :mod:`.automaton`). The state of a row is keyed by its generated prefix (beam search reorders rows between steps); the set of
 allowed ids of a state is computed once (memoised, in the row's :class:`~.automaton.RowAutomaton`) and the
-masking itself is one vectorised ``masked_fill`` over the ``(rows, vocab)`` scores.
+masking itself is one fill of a new ``(rows, vocab)`` tensor and one indexed copy of the allowed scores.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         """Forget the generation in progress (the next call starts a new one)."""
         self._prompt: torch.Tensor | None = None
         self._states: dict[tuple, State | None] = {}
+        self._ids_memo: dict[tuple[int, State], torch.Tensor] = {}
 
     # -- state bookkeeping ----------------------------------------------------------------------------
     def _row_states(self, input_ids: torch.Tensor) -> list[tuple[int, State | None]]:
@@ -172,29 +173,48 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         states = self._row_states(input_ids)
         vocab = scores.shape[-1]
-        rows_idx: list[torch.Tensor] = []
+        rows: list[int] = []
         cols: list[torch.Tensor] = []
         free_rows: list[int] = []
         for r, (group, state) in enumerate(states):
             if state is None:
                 free_rows.append(r)
                 continue
+            rows.append(r)
+            cols.append(self._allowed_ids(group, state))
+        if len(free_rows) == len(states):
+            return scores
+        # A new tensor (the caller may keep the raw scores), -inf but where a token is allowed: one fill and
+        # one indexed copy, instead of a (rows, vocab) mask.
+        out = torch.full_like(scores, float("-inf"))
+        if cols:
+            counts = torch.tensor([c.numel() for c in cols])
+            col = torch.cat(cols)
+            row = torch.repeat_interleave(torch.tensor(rows), counts)
+            if self._ids_past_vocab(vocab):
+                keep = col < vocab
+                row, col = row[keep], col[keep]
+            row, col = row.to(scores.device), col.to(scores.device)
+            out[row, col] = scores[row, col]
+        if free_rows:
+            free = torch.tensor(free_rows, device=scores.device)
+            out[free] = scores[free]
+        return out
+
+    def _allowed_ids(self, group: int, state: State) -> torch.Tensor:
+        """The ids a row may emit next (EOS included where the output may end), memoised per state."""
+        key = (group, state)
+        ids = self._ids_memo.get(key)
+        if ids is None:
             ids, eos_ok = self.automata[group].allowed(state)
             if eos_ok:
                 ids = torch.cat([ids, self._eos_tensor])
-            rows_idx.append(torch.full((ids.numel(),), r, dtype=torch.long))
-            cols.append(ids)
-        if len(free_rows) == len(states):
-            return scores
-        blocked = torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
-        if cols:
-            col = torch.cat(cols)
-            row = torch.cat(rows_idx)
-            keep = col < vocab
-            blocked[row[keep].to(scores.device), col[keep].to(scores.device)] = False
-        if free_rows:
-            blocked[torch.tensor(free_rows, device=scores.device)] = False
-        return scores.masked_fill(blocked, float("-inf"))
+            self._ids_memo[key] = ids
+        return ids
+
+    def _ids_past_vocab(self, vocab: int) -> bool:
+        """Whether some id of the tokenizer is >= the model's score width (a model with a smaller head)."""
+        return self.trie.vocab_size > vocab or max(self.eos_token_ids) >= vocab
 
     # -- helpers for callers ---------------------------------------------------------------------------
     def decode(self, generated_ids: Sequence[int]) -> tuple[str, bool]:

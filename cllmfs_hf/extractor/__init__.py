@@ -46,6 +46,8 @@ Files
   key/value cache (batch layout ``[prefix][padding][rest]``).
 - ``generation.py``: records, batches of one type, one ``generate`` call per batch and the parsing of the
   answers.
+- ``corpus.py``: ``predict_file``: a corpus file (JSON lines or text) streamed into a JSON-lines output,
+  resumable, sharded over the processes of ``accelerate launch``.
 
 Example:
     >>> extractor = NERExtractor.from_pretrained("smollm2-135m-instruct")  # doctest: +SKIP
@@ -57,6 +59,7 @@ from __future__ import annotations
 
 from .api import NERExtractor
 from .api import OverlapPolicy as OverlapPolicy  # the overlap_policy type, importable from here as before
+from .corpus import CorpusSummary, read_corpus
 from .stats import PredictionStats
 
-__all__ = ["NERExtractor", "PredictionStats"]
+__all__ = ["CorpusSummary", "NERExtractor", "PredictionStats", "read_corpus"]

@@ -23,6 +23,8 @@ from ..data.types import Mention
 from ..decoding import SpanConstraintConfig, VocabularyTrie
 from ..evaluation import NERScores, ScoreAccumulator
 from ..template import PREAMBLE, prompt_messages
+from .corpus import CorpusSummary
+from .corpus import predict_file as predict_corpus
 from .generation import _Record, generate_batch, plan_batches
 from .prefix_cache import encode_prefix, prefix_agrees, prefix_fits
 from .stats import PredictionStats
@@ -128,6 +130,8 @@ class NERExtractor:
         )
         self._overhead: dict[str, int] = {}
         self.last_stats = PredictionStats()
+        #: The model's name or path when built by from_pretrained (recorded by predict_file).
+        self.name_or_path: str | None = None
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -167,7 +171,9 @@ class NERExtractor:
             types = list(entity_types) if entity_types is not None else None
             descr = dict(descriptions or {})
         model.eval()
-        return cls(model, tokenizer, types, descr, **kwargs)
+        extractor = cls(model, tokenizer, types, descr, **kwargs)
+        extractor.name_or_path = name_or_path  # what predict_file records as the model
+        return extractor
 
     # -- prompts and windows ----------------------------------------------------------------------------
     def _type_name(self, label: str) -> str:
@@ -398,6 +404,24 @@ class NERExtractor:
             if all(e <= ks or ke <= s for ks, ke, _ in kept):
                 kept.append((s, e, label))
         return kept
+
+    def predict_file(
+        self,
+        input_file: str,
+        output_file: str,
+        entity_types: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> CorpusSummary:
+        """Predict a whole corpus file (JSON lines or plain text) into a JSON-lines file: streamed, resumable
+        after a crash, one shard per process under ``accelerate launch``; see :mod:`cllmfs_hf.extractor.corpus`
+        for the formats and :func:`~cllmfs_hf.extractor.corpus.predict_file` for the options.
+
+        Example:
+            >>> extractor.predict_file("texts.jsonl", "entities.jsonl")  # doctest: +SKIP
+            CorpusSummary(output_file='entities.jsonl', lines=1000, predicted=1000, ...)
+        """
+        kwargs.setdefault("model_name", self.name_or_path)
+        return predict_corpus(self, input_file, output_file, entity_types, **kwargs)
 
     def predict_mentions(
         self, texts: Sequence[str], entity_types: Sequence[str] | None = None, **kwargs: Any

@@ -110,6 +110,11 @@ def test_a_killed_run_resumes_without_repeating_or_cutting_lines(tmp_path, extra
     again = _run(extractor, source, output)  # nothing left to do
     assert (again.resumed, again.predicted) == (len(TEXTS), 0)
     assert output.read_text(encoding="utf-8") == complete
+    changed = _jsonl(tmp_path / "in.jsonl", [{"id": "new", "text": t} for t in TEXTS])
+    with pytest.raises(
+        ValueError, match="line 1 has id 1, but .*in.jsonl:1 .* has id 'new': the input changed"
+    ):
+        _run(extractor, changed, output)
 
 
 def test_an_output_from_other_settings_is_refused(tmp_path, extractor):
@@ -142,7 +147,6 @@ def test_bad_lines_are_named_or_skipped_and_counted(tmp_path, extractor):
         ('{"id": 9}\n', r":1: no string 'text' field \(keys: \['id'\]\)"),
         ('["a list"]\n', ":1: a JSON list, not an object"),
         ('{"text": 3}\n', ":1: 'text' is int, not a string"),
-        ('{"text": "a", "id": 1}\n{"text": "b", "id": 1}\n', ":2: id 1 was already used on line 1"),
         ('{"text": "a", "id": [1]}\n', ":1: the 'id' field must be a string or an integer"),
     ]:
         source.write_text(content)

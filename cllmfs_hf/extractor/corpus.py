@@ -8,15 +8,16 @@ Output: one JSON line ``{"id", "text", "entities"}`` per input line, in input or
 (a chunk of ``chunk_size`` texts at a time, so memory stays bounded on any file size); an empty text gets an
 empty entity list. Beside it, ``<output>.meta.json`` records the model, the entity types and the input file.
 
-- **Resume**: run the same command again after a crash or kill. Ids already in the output are skipped; a
-  last line cut mid-write is removed first (a line is only ever complete or absent); an output written by
-  another model, for other types or from another input is refused, naming the fix.
+- **Resume**: run the same command again after a crash or kill. The output holds the first lines of the
+  input in order: those are checked (same ids) and skipped, streaming, so memory stays bounded; a last line
+  cut mid-write is removed first (a line is only ever complete or absent); an output written by another
+  model, for other types or from another input is refused, naming the fix.
 - **Shards**: under ``accelerate launch`` each process takes the lines ``i`` with ``i % num_processes ==
   process_index`` (accelerate's process index and count) into ``<output>.shard-K-of-N`` (resumable the same
   way); when every shard is complete, the main process merges them in input order into ``<output>``.
 - **Bad lines**: a JSON line that is not a JSON object or has no string text raises ``ValueError`` naming
-  ``file:line``; with ``skip_bad_lines=True`` it is skipped and counted (``CorpusSummary.bad_lines``). A
-  repeated id is an error (resuming by id would be ambiguous). An empty input gives an empty output.
+  ``file:line``; with ``skip_bad_lines=True`` it is skipped and counted (``CorpusSummary.bad_lines``). An
+  empty input gives an empty output.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ logger = logging.getLogger(__package__)
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 #: Key of the input line number kept in shard files (removed when the shards are merged).
 _LINE_KEY = "_line"
+_END = object()
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,6 @@ def read_corpus(
             f"Input file {str(source)!r} does not exist: pass an existing .jsonl or .txt file."
         )
     as_json = _is_json_lines(source)
-    seen: dict[Any, int] = {}
     # newline="\n": a text's own "\r" (or a CR-only file) is text, not a line break
     with open(source, encoding="utf-8", newline="\n") as handle:
         number = 0
@@ -150,12 +151,6 @@ def read_corpus(
                     )
             else:
                 text, rid = line, number
-            if rid in seen:
-                raise ValueError(
-                    f"{source}:{number}: id {rid!r} was already used on line {seen[rid]}: ids must be unique "
-                    "(output lines are matched to input lines by id when resuming)."
-                )
-            seen[rid] = number
             yield CorpusRecord(number, rid, text)
 
 
@@ -187,22 +182,21 @@ def _drop_partial_last_line(path: Path) -> None:
         logger.warning("%s: removed a partial last line left by an interrupted run.", path)
 
 
-def _done_ids(path: Path) -> set[Any]:
-    """The ids already written to an output (or shard) file."""
-    done: set[Any] = set()
+def _written_ids(path: Path) -> Iterator[Any]:
+    """The ids of the lines already in an output (or shard) file, in order, streamed (a cut last line is
+    removed first)."""
     if not path.exists():
-        return done
+        return
     _drop_partial_last_line(path)
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             try:
-                done.add(json.loads(line)["id"])
+                yield json.loads(line)["id"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ValueError(
                     f"{path}:{number}: not an output line of predict_file ({err}): pass another --output_file, "
                     "or remove this file to start over."
                 ) from err
-    return done
 
 
 def _check_meta(meta_path: Path, meta: dict[str, Any], output: Path) -> None:
@@ -367,7 +361,8 @@ def predict_file(
     if index == 0 or count == 1:
         if not meta_path.exists():
             _write_meta(meta_path, meta)
-    done = _done_ids(target)
+    written = _written_ids(target)  # the output is in input order: a resumed run checks and skips its lines
+    resuming = True
     start = time.perf_counter()
     show = progress if progress is not None else (os.isatty(2) and index == 0)
     bar = None
@@ -384,8 +379,22 @@ def predict_file(
         with open(target, "a", encoding="utf-8") as out:
             for chunk in _chunks(mine, chunk_size):
                 summary.lines += len(chunk)
-                todo = [r for r in chunk if r.id not in done]
-                summary.resumed += len(chunk) - len(todo)
+                todo = []
+                for r in chunk:
+                    if resuming:
+                        wid = next(written, _END)
+                        if wid is _END:
+                            resuming = False
+                        elif wid != r.id:
+                            raise ValueError(
+                                f"{target} line {summary.resumed + 1} has id {wid!r}, but {source}:{r.line} (the "
+                                f"next input line) has id {r.id!r}: the input changed since that output was "
+                                "written. Pass another --output_file, or remove it to start over."
+                            )
+                        else:
+                            summary.resumed += 1
+                            continue
+                    todo.append(r)
                 texts = [r.text for r in todo]
                 keep = [i for i, t in enumerate(texts) if t.strip()]
                 predicted = (

@@ -110,6 +110,10 @@ class ParseResult:
         dropped_repeats: identical spans generated more often than the text occurs in the input.
         well_formed: the whole output follows the template (preamble, `` <<< s >>>`` items, nothing else).
         complete: the output ended (not cut in the middle of an item).
+        items: the generated text of every item, kept or dropped, in order.
+        span_items: for each kept span, the index of its item in ``items``.
+        items_start: where the first item starts in the parsed text (well-formed outputs: the items then
+            follow each other, each ``len(OPEN_DELIMITER) + len(item) + len(CLOSE_DELIMITER)`` characters).
     """
 
     spans: list[tuple[int, int]] = field(default_factory=list)
@@ -118,6 +122,9 @@ class ParseResult:
     dropped_repeats: int = 0
     well_formed: bool = True
     complete: bool = True
+    items: list[str] = field(default_factory=list)
+    span_items: list[int] = field(default_factory=list)
+    items_start: int = 0
 
     @property
     def dropped(self) -> int:
@@ -203,6 +210,7 @@ def parse_output(
         items = []  # cut inside the preamble
     elif body.startswith(PREAMBLE):
         rest = body[len(PREAMBLE) :]
+        result.items_start = len(text) - len(rest)
         items = _strict_items(rest, occurrences)
         if items is None and not complete:
             # cut at the token cap: keep the longest prefix that ends after a complete item
@@ -216,7 +224,8 @@ def parse_output(
         result.well_formed = False
         items = [m.group(1).strip() for m in _LENIENT_RE.finditer(text)]
     used: dict[str, int] = {}
-    for item in items:
+    result.items = list(items)
+    for index, item in enumerate(items):
         occ = occurrences(item)
         if not occ:
             result.dropped_not_in_input += 1
@@ -228,4 +237,5 @@ def parse_output(
         used[item] = k + 1
         result.spans.append((occ[k], occ[k] + len(item)))
         result.texts.append(item)
+        result.span_items.append(index)
     return result

@@ -330,3 +330,22 @@ def fake_hub(monkeypatch):
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     return sent
+
+
+def mentions_of(results):
+    """Predictions without their scores (``predict``'s dicts minus ``score``), to compare mentions exactly."""
+    return [[{k: v for k, v in m.items() if k != "score"} for m in found] for found in results]
+
+
+def assert_same_predictions(a, b, log_tolerance: float = 0.05):
+    """The same mentions, and scores equal up to float noise (batching, padding and caches change the
+    logits in their last bits): log-scores within ``log_tolerance``."""
+    import math
+
+    assert mentions_of(a) == mentions_of(b)
+    for found_a, found_b in zip(a, b):
+        for ma, mb in zip(found_a, found_b):
+            if ma["score"] is None or mb["score"] is None:
+                assert ma["score"] is mb["score"], (ma, mb)
+            else:
+                assert abs(math.log(ma["score"]) - math.log(mb["score"])) <= log_tolerance, (ma, mb)

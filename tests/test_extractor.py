@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import build_tiny_causal_lm
+from conftest import assert_same_predictions, build_tiny_causal_lm, mentions_of
 from transformers import LogitsProcessor
 
 from cllmfs_hf.data.readers import read_dataset
@@ -159,7 +159,8 @@ def test_random_model_predictions_are_spans_sorted_by_position(tiny_extractor):
     for text, mentions in zip(texts, out):
         assert [(m["start"], m["end"]) for m in mentions] == sorted((m["start"], m["end"]) for m in mentions)
         for m in mentions:
-            assert set(m) == {"start", "end", "text", "label"}
+            assert set(m) == {"start", "end", "text", "label", "score"}
+            assert 0.0 < m["score"] <= 1.0
             assert text[m["start"] : m["end"]] == m["text"] and m["label"] in {"LOC", "ORG"}
 
 
@@ -180,13 +181,13 @@ def test_oracle_model_batched_equals_one_by_one_and_kth_occurrence(tiny_extracto
     texts = ["Paris is not New York , but Paris .", "Labour won", "Nothing here ."]
     batched = tiny_extractor.predict(texts, batch_size=8, logits_processor=[oracle])
     single = [tiny_extractor.predict([t], batch_size=1, logits_processor=[oracle])[0] for t in texts]
-    assert batched == single
-    assert batched[0] == [
+    assert_same_predictions(batched, single)
+    assert mentions_of(batched)[0] == [
         {"start": 0, "end": 5, "text": "Paris", "label": "LOC"},
         {"start": 13, "end": 21, "text": "New York", "label": "LOC"},
         {"start": 28, "end": 33, "text": "Paris", "label": "LOC"},
     ]
-    assert batched[1] == [{"start": 0, "end": 6, "text": "Labour", "label": "ORG"}]
+    assert mentions_of(batched)[1] == [{"start": 0, "end": 6, "text": "Labour", "label": "ORG"}]
     assert batched[2] == []
     assert tiny_extractor.last_stats.truncated == 0
 
@@ -237,11 +238,12 @@ def test_unconstrained_decoding_drops_and_counts_spans_not_in_the_text(smollm2_t
     # so feed it a text without it and check the free answer's bogus span is dropped, not invented
     oracle._mentions = lambda prompt: ["Paris", "Atlantis"]
     out = ex.predict(["We flew to Paris ."], logits_processor=[oracle], constrained=False, max_new_tokens=40)
-    assert out == [[{"start": 11, "end": 16, "text": "Paris", "label": "LOC"}]]
+    assert mentions_of(out) == [[{"start": 11, "end": 16, "text": "Paris", "label": "LOC"}]]
+    assert out[0][0]["score"] is None  # free text that left the template has no item bounds to score
     assert ex.last_stats.dropped_not_in_input == 1
     out = ex.predict(["We flew to Paris ."], logits_processor=[oracle], constrained=True, max_new_tokens=40)
     # with the constraint, 'Atlantis' cannot even start: Paris, then only spans of the text
-    assert {"start": 11, "end": 16, "text": "Paris", "label": "LOC"} in out[0]
+    assert {"start": 11, "end": 16, "text": "Paris", "label": "LOC"} in mentions_of(out)[0]
     assert all("We flew to Paris ."[m["start"] : m["end"]] == m["text"] for m in out[0])
     assert ex.last_stats.dropped_not_in_input == 0 and ex.last_stats.malformed == 0
 
@@ -305,7 +307,7 @@ def test_from_pretrained_adapter_folder_brings_its_types(tmp_path, smollm2_token
     assert ex.type_names["politicalparty"] == "political party"
     oracle = Oracle(ex.tokenizer, {"political party": ["Labour"]})
     out = ex.predict(["Labour won ."], logits_processor=[oracle])
-    assert out == [[{"start": 0, "end": 6, "text": "Labour", "label": "politicalparty"}]]
+    assert mentions_of(out) == [[{"start": 0, "end": 6, "text": "Labour", "label": "politicalparty"}]]
     with pytest.raises(ValueError, match="Unknown entity type"):
         ex.predict(["x"], ["LOC"])
 
@@ -337,7 +339,8 @@ def test_prefix_cache_gives_the_same_predictions(smollm2_tokenizer):
         c = cached.predict(texts, batch_size=2, max_new_tokens=24, num_beams=2)
         d = plain.predict(texts, batch_size=2, max_new_tokens=24, num_beams=2)
     assert cached._prefix_verified is True
-    assert a == b and c == d
+    assert_same_predictions(a, b)
+    assert_same_predictions(c, d)
 
 
 @pytest.mark.slow
@@ -415,9 +418,104 @@ def test_prefilled_preamble_gives_the_answers_of_the_generated_preamble(
         warnings.simplefilter("ignore", RuntimeWarning)
         want = generated.predict(texts, batch_size=6, max_new_tokens=cap + len(preamble_ids))
         got = prefilled.predict(texts, batch_size=6, max_new_tokens=cap)
-    assert got == want
+    assert_same_predictions(got, want)
     records_run = len(texts) * len(types)
     assert prefilled.last_stats.records == generated.last_stats.records == records_run
     assert prefilled.last_stats.generated_tokens == generated.last_stats.generated_tokens - records_run * len(
         preamble_ids
     )
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_recorded_log_probabilities_equal_a_teacher_forced_forward(smollm2_tokenizer, num_beams):
+    """TokenLogProbs reads the model's own log-probability of every generated token, from the scores of the
+    same decoding (greedy and beam search, which reorders rows), before the constraint masks them."""
+    from transformers import LogitsProcessorList
+
+    from cllmfs_hf.extractor.scoring import TokenLogProbs
+
+    model = _tiny(smollm2_tokenizer, seed=4)
+    ex = NERExtractor(model, smollm2_tokenizer, ["LOC"])
+    texts = ["Ada met Bob in Paris .", "Rain in New York"]
+    prompts = [ex._prompt_ids("LOC", t) for t in texts]
+    width = max(map(len, prompts))
+    ids = torch.full((2, width), ex.pad_token_id)
+    mask = torch.zeros((2, width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :], mask[i, width - len(p) :] = torch.tensor(p), 1
+    recorder = TokenLogProbs(width)
+    constraint = SpanConstrainedLogitsProcessor(
+        smollm2_tokenizer, texts, ex.constraint, eos_token_id=ex.eos_token_ids
+    )
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            logits_processor=LogitsProcessorList([recorder, constraint]),
+            max_new_tokens=12,
+            num_beams=num_beams,
+            do_sample=False,
+            pad_token_id=ex.pad_token_id,
+            eos_token_id=ex.eos_token_ids,
+        )
+        for r, p in enumerate(prompts):
+            generated = out[r, width:].tolist()
+            n = next((i + 1 for i, t in enumerate(generated) if t in ex.eos_token_ids), len(generated))
+            full = torch.tensor([p + generated[:n]])
+            logits = model(input_ids=full).logits[0, len(p) - 1 : len(p) - 1 + n].float()
+            want = torch.log_softmax(logits, -1)[torch.arange(n), torch.tensor(generated[:n])]
+            got = torch.tensor(recorder.logprobs(generated)[:n])
+            if num_beams > 1:
+                got = got[: n - 1]  # a beam that ended is stored without its end-of-sequence step
+                want = want[: n - 1]
+            # left padding and the incremental cache change the logits in their last bits (|logp| ~ 10 here)
+            torch.testing.assert_close(got, want, rtol=2e-3, atol=1e-3)
+
+
+def test_item_scores_multiply_the_tokens_of_each_item():
+    import math
+
+    from cllmfs_hf.extractor.scoring import item_scores
+    from cllmfs_hf.template import parse_output
+
+    sentence = "Ada met Bob ."
+    answer = PREAMBLE + " <<< Ada >>> <<< Bob >>>"
+    parsed = parse_output(answer, sentence)
+    assert parsed.items == ["Ada", "Bob"] and parsed.span_items == [0, 1]
+    # generated after a prefilled preamble: " <<" "< Ada" " >>> <" "<< Bob" " >>>"
+    pieces = [" <<", "< Ada", " >>> <", "<< Bob", " >>>"]
+    logprobs = [-0.1, -0.2, -0.3, -0.4, -0.5]
+    scores = item_scores(parsed, answer, len(PREAMBLE), [len(x) for x in pieces], logprobs)
+    assert scores == pytest.approx([math.exp(-0.1 - 0.2 - 0.3), math.exp(-0.3 - 0.4 - 0.5)])
+
+
+def test_threshold_drops_low_scores_and_is_chosen_on_labelled_sentences(smollm2_tokenizer):
+    model = _tiny(smollm2_tokenizer, seed=2)
+    ex = NERExtractor(model, smollm2_tokenizer, ["LOC"])
+    texts = ["Paris is not New York , but Rome .", "Rain in Spain ."]
+    oracle = Oracle(smollm2_tokenizer, {"location": ["Paris", "New York", "Rome", "Rain", "Spain"]})
+    everything = ex.predict(texts, logits_processor=[oracle])
+    scores = sorted(m["score"] for found in everything for m in found)
+    assert len(scores) == 5 and all(0.0 < s <= 1.0 for s in scores)
+    kept = ex.predict(texts, logits_processor=[oracle], threshold=scores[2])
+    assert sorted(m["score"] for found in kept for m in found) == pytest.approx(scores[2:], rel=1e-3)
+    with pytest.raises(ValueError, match=r"threshold must be None or a probability in \[0, 1\]"):
+        ex.predict(texts, threshold=1.5)
+
+    gold = [
+        AnnotatedSentence.from_text(texts[0], [(0, 5, "LOC"), (13, 21, "LOC"), (28, 32, "LOC")]),
+        AnnotatedSentence.from_text(texts[1], [(8, 13, "LOC")]),
+    ]
+    threshold, f1 = ex.choose_threshold(gold, logits_processor=[oracle])
+    from cllmfs_hf.evaluation import evaluate_sentences
+
+    for candidate in [0.0, *scores]:
+        found = ex.predict(texts, logits_processor=[oracle], threshold=candidate)
+        assert (
+            evaluate_sentences(
+                gold, [[Mention(m["start"], m["end"], m["label"]) for m in f] for f in found]
+            ).f1
+            <= f1 + 1e-9
+        )
+    as_mentions = [[Mention(m["start"], m["end"], m["label"]) for m in f] for f in everything]
+    assert f1 >= evaluate_sentences(gold, as_mentions).f1

@@ -27,6 +27,7 @@ from .corpus import CorpusSummary
 from .corpus import predict_file as predict_corpus
 from .generation import _Record, generate_batch, plan_batches
 from .prefix_cache import encode_prefix, prefix_agrees, prefix_fits
+from .scoring import choose_threshold
 from .stats import PredictionStats
 from .validation import (
     as_sentences,
@@ -248,7 +249,7 @@ class NERExtractor:
         generate_kwargs: dict[str, Any],
         stats: PredictionStats,
         prefix: tuple[list[int], Any] | None = None,
-    ) -> list[list[tuple[int, int]]]:
+    ) -> list[list[tuple[int, int, float | None]]]:
         if prefix is not None and not (
             prefix_fits([r.prompt_ids for r in batch], prefix[0])
             and all(r.label == batch[0].label for r in batch)
@@ -283,10 +284,13 @@ class NERExtractor:
         constrained: bool = True,
         progress: bool | None = None,
         allow_unknown_types: bool = False,
+        threshold: float | None = None,
         **generate_kwargs: Any,
     ) -> list[list[dict[str, Any]]]:
-        """Entities of each text: one list per text of ``{"start", "end", "text", "label"}`` dicts, sorted by
-        position (``text[start:end] == text`` field, character offsets).
+        """Entities of each text: one list per text of ``{"start", "end", "text", "label", "score"}`` dicts,
+        sorted by position (``text[start:end] == text`` field, character offsets). ``score`` is the model's
+        probability of generating the mention's item `` <<< span >>>`` given the prompt and the answer before
+        it (read from the decoding's own logits; None for free text that left the template).
 
         Args:
             texts: the input texts (a list of str; empty or whitespace-only texts give ``[]``).
@@ -298,6 +302,7 @@ class NERExtractor:
                 are dropped and counted in ``last_stats.dropped_not_in_input``.
             progress: show a tqdm progress bar (default: when there are more than ``progress_threshold`` records).
             allow_unknown_types: query types the extractor was not configured for.
+            threshold: drop mentions whose score is below it (see :meth:`choose_threshold`).
             **generate_kwargs: passed to ``model.generate`` (``num_beams``, ``do_sample``, ``temperature``,
                 ``top_p``, extra ``logits_processor``...); decoding is greedy by default.
 
@@ -311,6 +316,12 @@ class NERExtractor:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
         if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
             raise ValueError(f"max_new_tokens must be None or an integer >= 1, got {max_new_tokens!r}.")
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not 0.0 <= threshold <= 1.0
+        ):
+            raise ValueError(f"threshold must be None or a probability in [0, 1], got {threshold!r}.")
         start_time = time.perf_counter()
         stats = PredictionStats(texts=len(texts))
         budget = self._window_budget(types, max_new_tokens)
@@ -337,6 +348,8 @@ class NERExtractor:
         batches = plan_batches(records, types, batch_size)
         prefixes: dict[str, tuple[list[int], Any] | None] = {}
         found: list[list[tuple[int, int, str, int]]] = [[] for _ in texts]  # (start, end, label, window)
+        # the best score of each (start, end, label) of a text (a mention may come from two windows)
+        scores_of: list[dict[tuple[int, int, str], float | None]] = [{} for _ in texts]
         show = progress if progress is not None else len(records) > self.progress_threshold
         bar = None
         if show:
@@ -358,8 +371,14 @@ class NERExtractor:
                 )
                 stats.batches += 1
                 for r, row_spans in zip(batch, spans):
-                    for s, e in row_spans:
-                        found[r.text_index].append((s + r.offset, e + r.offset, r.label, r.window))
+                    for s, e, score in row_spans:
+                        key = (s + r.offset, e + r.offset, r.label)
+                        found[r.text_index].append((*key, r.window))
+                        best = scores_of[r.text_index].get(key)
+                        if score is not None and (best is None or score > best):
+                            scores_of[r.text_index][key] = score
+                        else:
+                            scores_of[r.text_index].setdefault(key, best)
                 if bar is not None:
                     bar.update(len(batch))
         finally:
@@ -373,9 +392,13 @@ class NERExtractor:
                 mentions = self._resolve_overlaps(mentions, types)
             order_of = {t: i for i, t in enumerate(types)}
             mentions.sort(key=lambda m: (m[0], m[1], order_of.get(m[2], len(types))))
-            results.append(
-                [{"start": s, "end": e, "text": text[s:e], "label": label} for s, e, label in mentions]
-            )
+            entities = []
+            for s, e, label in mentions:
+                score = scores_of[ti].get((s, e, label))
+                if threshold is not None and score is not None and score < threshold:
+                    continue
+                entities.append({"start": s, "end": e, "text": text[s:e], "label": label, "score": score})
+            results.append(entities)
         stats.seconds = time.perf_counter() - start_time
         self.last_stats = stats
         if stats.truncated:
@@ -422,6 +445,13 @@ class NERExtractor:
         """
         kwargs.setdefault("model_name", self.name_or_path)
         return predict_corpus(self, input_file, output_file, entity_types, **kwargs)
+
+    def choose_threshold(
+        self, sentences: Any, entity_types: Sequence[str] | None = None, **predict_kwargs: Any
+    ) -> tuple[float, float]:
+        """``(threshold, f1)``: the score threshold with the best micro F1 on labelled ``sentences`` (the
+        support set or a dev split); see :func:`cllmfs_hf.extractor.scoring.choose_threshold`."""
+        return choose_threshold(self, sentences, entity_types, **predict_kwargs)
 
     def predict_mentions(
         self, texts: Sequence[str], entity_types: Sequence[str] | None = None, **kwargs: Any

@@ -15,6 +15,7 @@ from transformers import LogitsProcessorList
 from ..decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig, parse_output
 from ..template import PREAMBLE
 from .prefix_cache import batch_cache, layout_batch
+from .scoring import TokenLogProbs, item_scores
 from .stats import PredictionStats
 
 __all__ = ["generate_batch", "parse_answers", "plan_batches"]
@@ -56,12 +57,15 @@ def parse_answers(
     word_boundaries: bool,
     stats: PredictionStats,
     preamble_in_prompt: bool = False,
-) -> list[list[tuple[int, int]]]:
-    """The character spans (in each record's sentence) of each generated row; an answer cut before
-    end-of-sequence keeps its complete mentions. Counts tokens, truncations and dropped spans into ``stats``.
-    With ``preamble_in_prompt`` the rows hold what follows the preamble the prompts ended with."""
+    logprobs: TokenLogProbs | None = None,
+) -> list[list[tuple[int, int, float | None]]]:
+    """The character spans (in each record's sentence) of each generated row, with their scores (None
+    without ``logprobs``); an answer cut before end-of-sequence keeps its complete mentions. Counts tokens,
+    truncations and dropped spans into ``stats``. With ``preamble_in_prompt`` the rows hold what follows
+    the preamble the prompts ended with."""
     eos = set(eos_token_ids)
-    results: list[list[tuple[int, int]]] = []
+    offset = len(PREAMBLE.encode("utf-8")) if preamble_in_prompt else 0
+    results: list[list[tuple[int, int, float | None]]] = []
     for r, row in zip(batch, generated):
         end = next((i for i, t in enumerate(row) if t in eos), None)
         ended = end is not None
@@ -69,11 +73,16 @@ def parse_answers(
         stats.generated_tokens += len(ids) + int(ended)
         text = (PREAMBLE if preamble_in_prompt else "") + trie.decode(ids)
         parsed = parse_output(text, r.sentence, word_boundaries=word_boundaries, complete=ended)
+        if logprobs is not None and parsed.spans:
+            token_bytes = [len(trie.contributions[t] or b"") if 0 <= t < trie.vocab_size else 0 for t in ids]
+            scores = item_scores(parsed, text, offset, token_bytes, logprobs.logprobs(row)[: len(ids)])
+        else:
+            scores = [None] * len(parsed.spans)
         stats.truncated += int(not ended)
         stats.dropped_not_in_input += parsed.dropped_not_in_input
         stats.dropped_repeats += parsed.dropped_repeats
         stats.malformed += int(not parsed.well_formed)
-        results.append(parsed.spans)
+        results.append([(s, e, score) for (s, e), score in zip(parsed.spans, scores)])
     return results
 
 
@@ -92,8 +101,8 @@ def generate_batch(
     device: Any,
     generate_kwargs: dict[str, Any],
     stats: PredictionStats,
-) -> list[list[tuple[int, int]]]:
-    """The spans of each record's answer from one ``generate`` call of at most ``cap`` new tokens.
+) -> list[list[tuple[int, int, float | None]]]:
+    """The spans (with scores) of each record's answer from one ``generate`` call of at most ``cap`` new tokens.
 
     ``prefix`` is the batch's checked prefix cache (every prompt starts with its ids), or ``None``;
     ``generate_kwargs`` go to ``model.generate`` (greedy unless they say otherwise).
@@ -106,7 +115,9 @@ def generate_batch(
     if prefix is not None:
         beams = kwargs.get("num_beams") or getattr(model.generation_config, "num_beams", 1) or 1
         kwargs["cache"] = batch_cache(prefix[1], len(batch) * int(beams))
-    processors = LogitsProcessorList()
+    # first: it must see the model's own scores, before the constraint or a warper changes them
+    logprobs = TokenLogProbs(width)
+    processors = LogitsProcessorList([logprobs])
     proc = None
     if constrained:
         proc = SpanConstrainedLogitsProcessor(
@@ -137,4 +148,5 @@ def generate_batch(
         constraint.word_boundaries,
         stats,
         preamble_in_prompt=constraint.preamble_in_prompt,
+        logprobs=logprobs,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 
@@ -87,6 +88,8 @@ def _check_row(proc, row_ids, sentence, config: SpanConstraintConfig):
             assert len(t.split()) <= config.max_span_words
     if config.max_spans is not None:
         assert len(result.spans) <= config.max_spans
+    if config.max_spans_per_word is not None:
+        assert len(result.spans) <= max(1, math.ceil(config.max_spans_per_word * len(sentence.split())))
     if not config.allow_duplicates:
         assert len(set(result.spans)) == len(result.spans)
     return result
@@ -162,7 +165,8 @@ def test_delimiters_merged_with_span_text(smollm2_tokenizer):
 
 def test_duplicates_limited_to_occurrences_and_no_dead_end(smollm2_tokenizer):
     trie = VocabularyTrie.for_tokenizer(smollm2_tokenizer)
-    auto = trie.automaton("North and North Korea", SpanConstraintConfig())
+    # (no span-count limit here: this sentence of 4 words would allow only 2 spans by default)
+    auto = trie.automaton("North and North Korea", SpanConstraintConfig(max_spans_per_word=None))
     state = auto.initial
     for b in (PREAMBLE + " <<< North >>> <<< North >>>").encode():
         state = auto.step(state, b)
@@ -174,7 +178,9 @@ def test_duplicates_limited_to_occurrences_and_no_dead_end(smollm2_tokenizer):
     assert not eos and ids.numel() > 0
     assert not auto.step(auto.step(state, ord(" ")), ord(">"))
     # with duplicates allowed, the third copy is fine
-    auto2 = trie.automaton("North and North Korea", SpanConstraintConfig(allow_duplicates=True))
+    auto2 = trie.automaton(
+        "North and North Korea", SpanConstraintConfig(allow_duplicates=True, max_spans_per_word=None)
+    )
     state = auto2.initial
     for b in (PREAMBLE + " <<< North >>> <<< North >>> <<< North >>>").encode():
         state = auto2.step(state, b)
@@ -200,6 +206,13 @@ def test_options_word_limit_max_spans_and_character_spans(smollm2_tokenizer):
     assert not run(PREAMBLE + " <<< Yor >>>")[1]
     assert run(PREAMBLE + " <<< Yor >>>", word_boundaries=False)[1]
     assert not run(PREAMBLE + " <<< York  >>>", word_boundaries=False)[1]  # never ends with whitespace
+    # by default at most ceil(0.5 x 5 words) = 3 spans; None lifts the limit
+    three = PREAMBLE + " <<< the >>> <<< New >>> <<< York >>>"
+    auto, state = run(three)
+    assert auto.span_limit == 3 and auto.accepting(state) and auto.allowed(state)[0].numel() == 0
+    auto, state = run(three, max_spans_per_word=None)
+    assert auto.span_limit is None and auto.allowed(state)[0].numel() > 0
+    assert run(three, max_spans=2, max_spans_per_word=None)[1] == frozenset()
 
 
 def test_config_validation_messages():
@@ -209,6 +222,8 @@ def test_config_validation_messages():
         SpanConstraintConfig(max_spans=-1)
     with pytest.raises(ValueError, match="word_boundaries"):
         SpanConstraintConfig(word_boundaries="yes")
+    with pytest.raises(ValueError, match="max_spans_per_word must be None or a number > 0, got 0"):
+        SpanConstraintConfig(max_spans_per_word=0)
 
 
 def test_processor_input_errors(smollm2_tokenizer):

@@ -25,6 +25,7 @@ still end in a legal output (so decoding never reaches a dead end). Tokens may s
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -61,7 +62,7 @@ _WS_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 class History(NamedTuple):
     """What the output holds so far, as far as the constraints care."""
 
-    #: number of complete spans (counted only when ``max_spans`` is set, else always 0)
+    #: number of complete spans (counted only when the spans are limited, else always 0)
     spans: int
     #: sorted ``(span bytes, times emitted)`` pairs (kept only when duplicates are limited, else empty)
     counts: tuple[tuple[bytes, int], ...]
@@ -139,7 +140,12 @@ class RowAutomaton:
             ws_cum[i + 1] = ws_cum[i] + int(is_start)
         self.ws_cum = ws_cum
         self.track_counts = not config.allow_duplicates
-        self.track_spans = config.max_spans is not None
+        # the most spans one output may hold: max_spans, and max_spans_per_word of the sentence's words
+        limits = [config.max_spans] if config.max_spans is not None else []
+        if config.max_spans_per_word is not None:
+            limits.append(max(1, math.ceil(config.max_spans_per_word * len(sentence.split()))))
+        self.span_limit: int | None = min(limits) if limits else None
+        self.track_spans = self.span_limit is not None
         self.hist0 = History(spans=0, counts=())
         generates_preamble = not config.preamble_in_prompt
         alphabet = (
@@ -211,7 +217,7 @@ class RowAutomaton:
         return History(n, tuple(sorted(counts.items())))
 
     def _can_open(self, hist: History) -> bool:
-        if self.config.max_spans is not None and hist.spans >= self.config.max_spans:
+        if self.span_limit is not None and hist.spans >= self.span_limit:
             return False
         return self._available(hist)
 

@@ -30,10 +30,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .api import NERExtractor
+from typing import Any
 
 __all__ = ["CorpusRecord", "CorpusSummary", "predict_file", "read_corpus"]
 
@@ -295,7 +292,7 @@ def _count_lines(path: Path) -> int:
 
 
 def predict_file(
-    extractor: NERExtractor,
+    extractor: Any,  # a NERExtractor (not imported: api imports this module)
     input_file: str | os.PathLike[str],
     output_file: str | os.PathLike[str],
     entity_types: Sequence[str] | None = None,

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import LogitsProcessor
 
 from ..template import CLOSE_DELIMITER, OPEN_DELIMITER, ParseResult
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .api import NERExtractor
 
 __all__ = ["TokenLogProbs", "choose_threshold", "item_scores"]
 
@@ -120,7 +117,7 @@ def item_scores(
 
 
 def choose_threshold(
-    extractor: NERExtractor,
+    extractor: Any,  # a NERExtractor (not imported: api imports this module)
     sentences: Any,
     entity_types: Sequence[str] | None = None,
     **predict_kwargs: Any,

@@ -239,7 +239,12 @@ def main(argv: list[str] | None = None) -> dict:
     naive_seconds = time.perf_counter() - t
     # the same batches with the preamble generated token by token (the path before prefilling)
     per_token = NERExtractor(
-        model, tokenizer, extractor.entity_types, extractor.descriptions, prefill_preamble=False
+        model,
+        tokenizer,
+        extractor.entity_types,
+        extractor.descriptions,
+        type_names=extractor.type_names,
+        prefill_preamble=False,
     )
     preamble_tokens = per_token._preamble_tokens
     trie._automata.clear()

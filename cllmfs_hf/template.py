@@ -158,26 +158,33 @@ def _strict_items(rest: str, occurrences: _Occurrences) -> list[str] | None:
     """Split ``rest`` (text after the preamble) into span texts, backtracking over ambiguous closes.
 
     Each item must be a legal span of the input; how many times a text may repeat is left to the caller
-    (outputs generated with ``allow_duplicates=True`` may repeat a span more often than it occurs).
+    (outputs generated with ``allow_duplicates=True`` may repeat a span more often than it occurs). The
+    search is iterative: an answer of thousands of items parses without deep recursion.
     """
-
-    def rec(pos: int) -> list[str] | None:
-        if pos == len(rest):
-            return []
-        if not rest.startswith(OPEN_DELIMITER, pos):
-            return None
-        begin = pos + len(OPEN_DELIMITER)
-        idx = rest.find(CLOSE_DELIMITER, begin + 1)
-        while idx != -1:
-            text = rest[begin:idx]
-            if occurrences(text):
-                tail = rec(idx + len(CLOSE_DELIMITER))
-                if tail is not None:
-                    return [text] + tail
+    items: list[str] = []
+    chosen: list[tuple[int, int]] = []  # (begin, close index) of each item taken so far
+    pos, resume = 0, None  # resume: the (begin, close) of the item to retry with a later close
+    while True:
+        if resume is None:
+            if pos == len(rest):
+                return items
+            idx, begin = -1, pos + len(OPEN_DELIMITER)
+            if rest.startswith(OPEN_DELIMITER, pos):
+                idx = rest.find(CLOSE_DELIMITER, begin + 1)
+        else:
+            begin, idx = resume
             idx = rest.find(CLOSE_DELIMITER, idx + 1)
-        return None
-
-    return rec(0)
+        while idx != -1 and not occurrences(rest[begin:idx]):
+            idx = rest.find(CLOSE_DELIMITER, idx + 1)
+        if idx != -1:
+            chosen.append((begin, idx))
+            items.append(rest[begin:idx])
+            pos, resume = idx + len(CLOSE_DELIMITER), None
+            continue
+        if not chosen:
+            return None
+        resume = chosen.pop()
+        items.pop()
 
 
 _LENIENT_RE = re.compile(re.escape(SPAN_OPEN) + r"\s?(.*?)\s?" + re.escape(SPAN_CLOSE), re.DOTALL)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .data.arguments import DEMO_DATA_DIR, DataArguments, load_job_data
-from .data.descriptions import read_descriptions
+from .data.descriptions import check_described_labels, read_descriptions
 from .data.records import build_records, label_set, records_to_dataset
 from .data.types import AnnotatedSentence, Mention
 
@@ -343,6 +343,8 @@ def run(data_args: DataArguments, model_args: Any, training_args: Any) -> dict[s
     descriptions = read_descriptions(data_args.descriptions_file) if data_args.descriptions_file else None
     support, test, train_src, test_src = load_job_data(data_args)
     entity_types = list(data_args.entity_types or label_set(support))
+    if descriptions:
+        check_described_labels(descriptions, entity_types, data_args.descriptions_file)
     records = build_records(
         support,
         entity_types,

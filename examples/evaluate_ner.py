@@ -55,6 +55,10 @@ class EvaluateArguments:
     def __post_init__(self) -> None:
         if not self.test_file:
             raise ValueError("--test_file is required: a dataset file in any supported format.")
+        if self.max_sentences is not None and self.max_sentences < 1:
+            raise ValueError(
+                f"--max_sentences must be >= 1 (or left out for all sentences), got {self.max_sentences}."
+            )
         if not Path(self.test_file).is_file():
             raise FileNotFoundError(f"--test_file {self.test_file!r} does not exist: pass an existing file.")
 

@@ -62,6 +62,12 @@ class PredictArguments:
         default=False,
         metadata={"help": "Skip (and count) JSON lines that are not an object with a string text."},
     )
+    allow_unknown_types: bool = field(
+        default=False,
+        metadata={
+            "help": "Query --entity_types that the adapter was not trained on (it may still find them)."
+        },
+    )
     text_field: str = field(default="text", metadata={"help": "The text field of JSON-lines input."})
     id_field: str = field(default="id", metadata={"help": "The id field of JSON-lines input."})
 
@@ -78,7 +84,15 @@ class PredictArguments:
 def _stdin_texts() -> list[str]:
     if sys.stdin is None or sys.stdin.isatty():
         raise SystemExit("No input: pass --text, --input_file, or pipe text on standard input.")
-    texts = [line.rstrip("\n") for line in sys.stdin]
+    texts = []
+    for number, raw in enumerate(sys.stdin.buffer, start=1):  # bytes: decoded here, with a clear error
+        try:
+            texts.append(raw.decode("utf-8").rstrip("\n").rstrip("\r"))
+        except UnicodeDecodeError as err:
+            raise SystemExit(
+                f"standard input, line {number}: not valid UTF-8 ({err.reason} at byte {err.start}): re-encode "
+                "the input as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+            ) from None
     if not texts:
         raise SystemExit("No input: standard input was empty; pass --text or --input_file, or pipe text in.")
     return texts
@@ -91,6 +105,7 @@ def _print_lines(extractor: NERExtractor, rows: list[tuple[object, str]], args: 
         args.entity_types,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
+        allow_unknown_types=args.allow_unknown_types,
     )
     results: list[list[dict]] = [[] for _ in rows]
     for i, entities in zip(keep, predicted):
@@ -118,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             id_field=args.id_field,
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
+            allow_unknown_types=args.allow_unknown_types,
         )
         print(json.dumps(summary.to_dict()), file=sys.stderr)
         return

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .labels import type_name
@@ -237,3 +237,25 @@ def read_descriptions(path: str | Path) -> dict[str, str]:
     if empty:
         raise ValueError(f"{path}: empty descriptions for {empty}; give each label a text or remove it.")
     return data
+
+
+def check_described_labels(
+    descriptions: Mapping[str, str], entity_types: Sequence[str], source: str | Path
+) -> None:
+    """Refuse descriptions of labels that are not trained or queried (a misspelled ``"politican"`` would
+    otherwise be ignored, and the built-in description used).
+
+    Example:
+        >>> check_described_labels({"PER": "people"}, ["per", "LOC"], "d.json")  # labels match in any case
+        >>> check_described_labels({"politican": "x"}, ["politician"], "d.json")
+        Traceback (most recent call last):
+        ...
+        ValueError: d.json describes ['politican'], which is not an entity type of this job (the types: ['politician']): fix the spelling, or remove it.
+    """
+    known = {t.lower() for t in entity_types}
+    unknown = [label for label in descriptions if label.lower() not in known]
+    if unknown:
+        raise ValueError(
+            f"{source} describes {unknown}, which is not an entity type of this job (the types: "
+            f"{list(entity_types)}): fix the spelling, or remove it."
+        )

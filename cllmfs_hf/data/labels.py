@@ -13,8 +13,9 @@ Example:
 from __future__ import annotations
 
 import re
+from typing import Any
 
-__all__ = ["normalize_label", "type_name", "TYPE_NAME_OVERRIDES"]
+__all__ = ["check_entity_types", "normalize_label", "type_name", "TYPE_NAME_OVERRIDES"]
 
 # Abbreviations and run-together names whose readable form cannot be derived mechanically.
 TYPE_NAME_OVERRIDES: dict[str, str] = {
@@ -104,3 +105,34 @@ def type_name(label: str) -> str:
         key = key.split("-", 1)[1]
     key = re.sub(r"[_\-/]+", " ", key)
     return re.sub(r"\s+", " ", key).strip()
+
+
+def check_entity_types(types: Any, name: str = "entity_types") -> list[str]:
+    """``types`` as a list of non-empty label strings without repeats (first occurrence kept); ``name`` is
+    the argument named in the errors.
+
+    Example:
+        >>> check_entity_types(["PER", "LOC", "PER"])
+        ['PER', 'LOC']
+        >>> check_entity_types("PER")
+        Traceback (most recent call last):
+        ...
+        TypeError: entity_types must be a list of labels, got the string 'PER': pass ['PER'].
+    """
+    if isinstance(types, str):
+        raise TypeError(f"{name} must be a list of labels, got the string {types!r}: pass [{types!r}].")
+    try:
+        types = list(types)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of labels, got {type(types).__name__}.") from None
+    if not types:
+        raise ValueError(f"{name} is empty: pass at least one entity type, e.g. ['person', 'location'].")
+    out: list[str] = []
+    for i, t in enumerate(types):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] must be a str label, got {type(t).__name__} {t!r}.")
+        if not t.strip():
+            raise ValueError(f"{name}[{i}] is an empty label: remove it or give the type's name.")
+        if t not in out:
+            out.append(t)
+    return out

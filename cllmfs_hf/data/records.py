@@ -27,7 +27,7 @@ from typing import Any
 
 from ..template import format_completion, render_user_content
 from .descriptions import describe_type
-from .labels import type_name
+from .labels import check_entity_types, type_name
 from .types import AnnotatedSentence
 
 __all__ = ["build_records", "records_to_dataset", "label_set"]
@@ -58,7 +58,8 @@ def build_records(
     """
     if not 0.0 <= negative_ratio <= 1.0:
         raise ValueError(f"negative_ratio must be in [0, 1], got {negative_ratio}.")
-    types = list(entity_types) if entity_types is not None else label_set(sentences)
+    # a bare string would be queried letter by letter, a repeat twice, an empty name as "the entity of  "
+    types = check_entity_types(entity_types) if entity_types is not None else label_set(sentences)
     if not types:
         raise ValueError("No entity types: pass entity_types or sentences with at least one mention.")
     rng = random.Random(seed)
@@ -100,6 +101,11 @@ def records_to_dataset(records: Sequence[dict[str, Any]]):
     """A ``datasets.Dataset`` of records (empty span lists keep their list-of-int type)."""
     import datasets
 
+    if not records:
+        raise ValueError(
+            "records_to_dataset got no records: build_records(sentences, ...) returned none (no sentences, or "
+            "every record was a negative dropped by negative_ratio). Pass annotated sentences."
+        )
     features = datasets.Features(
         {
             "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],

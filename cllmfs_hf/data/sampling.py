@@ -87,7 +87,15 @@ def _label_pool(
     if labels is None:
         chosen = sorted(totals)
     else:
+        if isinstance(labels, str):
+            raise SamplingError(
+                f"labels must be a list of labels, got the string {labels!r}: pass [{labels!r}]."
+            )
         chosen = list(dict.fromkeys(labels))
+        if not chosen:
+            raise SamplingError(
+                f"labels is empty: pass the types to sample (pool labels: {sorted(totals)}), or labels=None for all."
+            )
         missing = [t for t in chosen if totals[t] == 0]
         if missing:
             raise SamplingError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..data.labels import check_entity_types as check_types
 from ..data.types import AnnotatedSentence, dataset_to_sentences
 
 __all__ = [
@@ -20,27 +21,6 @@ __all__ = [
     "resolve_types",
     "special_token_ids",
 ]
-
-
-def check_types(types: Any, name: str) -> list[str]:
-    """``types`` as a list of non-empty label strings without repeats (first occurrence kept)."""
-    if isinstance(types, str):
-        raise TypeError(f"{name} must be a list of labels, got the string {types!r}: pass [{types!r}].")
-    try:
-        types = list(types)
-    except TypeError:
-        raise TypeError(f"{name} must be a list of labels, got {type(types).__name__}.") from None
-    if not types:
-        raise ValueError(f"{name} is empty: pass at least one entity type, e.g. ['person', 'location'].")
-    out: list[str] = []
-    for i, t in enumerate(types):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a str label, got {type(t).__name__} {t!r}.")
-        if not t.strip():
-            raise ValueError(f"{name}[{i}] is an empty label: remove it or give the type's name.")
-        if t not in out:
-            out.append(t)
-    return out
 
 
 def resolve_types(
@@ -61,7 +41,8 @@ def resolve_types(
         if unknown:
             raise ValueError(
                 f"Unknown entity type(s) {unknown}: this extractor knows {known}. Pass "
-                "allow_unknown_types=True to query other types anyway (zero-shot)."
+                "allow_unknown_types=True (examples/predict.py: --allow_unknown_types) to query other types "
+                "anyway (zero-shot)."
             )
     return types
 
@@ -77,6 +58,16 @@ def check_texts(texts: Any) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__} {t!r:.60}.")
+        try:
+            t.encode("utf-8")
+        except (
+            UnicodeEncodeError
+        ) as err:  # a lone surrogate, e.g. bytes decoded with errors="surrogateescape"
+            raise ValueError(
+                f"texts[{i}] holds {t[err.start : err.end]!r} at character {err.start}, which is not a valid "
+                "character (a lone surrogate: bytes that were not valid UTF-8): decode the input as UTF-8, "
+                "or replace such characters (errors='replace')."
+            ) from None
     return texts
 
 

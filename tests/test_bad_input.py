@@ -1,0 +1,120 @@
+"""Bad input never goes silent: a table of bad or awkward inputs across the layers, each with the clear error
+(naming the input and the fix) or the correct result it must give. Issue 15's probe, kept as tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cllmfs_hf.data.descriptions import check_described_labels
+from cllmfs_hf.data.labels import check_entity_types
+from cllmfs_hf.data.records import build_records, records_to_dataset
+from cllmfs_hf.data.sampling import SamplingError, greedy_kshot
+from cllmfs_hf.data.types import AnnotatedSentence
+from cllmfs_hf.extractor.validation import check_texts
+from cllmfs_hf.template import PREAMBLE, format_completion, parse_output
+
+REPO = Path(__file__).resolve().parents[1]
+SENTENCE = AnnotatedSentence.from_tokens(
+    ["Ada", "met", "Bob", "in", "Paris", "."], [(0, 1, "PER"), (4, 5, "LOC")]
+)
+
+
+def _records(types):
+    return build_records([SENTENCE], types)
+
+
+def _sample(labels):
+    return greedy_kshot([SENTENCE], 1, labels=labels)
+
+
+# (id, call, expected exception, message pattern)
+ERRORS = [
+    ("types-bare-string", lambda: _records("PER"), TypeError, r"got the string 'PER': pass \['PER'\]"),
+    ("types-empty-name", lambda: _records(["PER", " "]), ValueError, r"entity_types\[1\] is an empty label"),
+    ("types-none-entry", lambda: _records(["PER", None]), TypeError, r"entity_types\[1\] must be a str label"),
+    ("types-empty-list", lambda: _records([]), ValueError, "entity_types is empty"),
+    ("types-not-a-list", lambda: check_entity_types(3), TypeError, "must be a list of labels, got int"),
+    ("records-none", lambda: records_to_dataset([]), ValueError, "records_to_dataset got no records"),
+    ("sample-labels-empty", lambda: _sample([]), SamplingError, "labels is empty: pass the types to sample"),
+    ("sample-labels-string", lambda: _sample("PER"), SamplingError, r"got the string 'PER': pass \['PER'\]"),
+    ("sample-labels-unknown", lambda: _sample(["ORG"]), SamplingError, r"labels \['ORG'\] have no mention"),
+    (
+        "descriptions-misspelled",
+        lambda: check_described_labels({"politican": "people in politics"}, ["politician"], "d.json"),
+        ValueError,
+        r"d.json describes \['politican'\], which is not an entity type of this job \(the types: \['politician'\]\)",
+    ),
+    ("texts-bare-string", lambda: check_texts("Ada met Bob"), TypeError, r"call predict\(\[text\]\)"),
+    ("texts-surrogate", lambda: check_texts(["ok", "Jos\udce9"]), ValueError, r"texts\[1\] holds '\\udce9' at character 3"),
+    ("texts-not-str", lambda: check_texts(["ok", 3]), TypeError, r"texts\[1\] must be a str, got int"),
+    ("parse-not-str", lambda: parse_output(None, "Ada"), TypeError, "needs the generated text and the input sentence"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("call, error, message", [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_bad_input_gives_a_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_repeated_types_give_one_record_each():
+    assert [r["label"] for r in _records(["PER", "LOC", "PER"])] == ["PER", "LOC"]
+
+
+def test_described_labels_match_in_any_case():
+    check_described_labels({"per": "people", "LOC": "places"}, ["PER", "loc"], "d.json")
+
+
+def test_an_answer_of_thousands_of_items_parses_without_recursion():
+    sentence = "Bob met Bob . " * 800
+    parsed = parse_output(format_completion(["Bob"] * 1600), sentence)
+    assert len(parsed.spans) == 1600 and parsed.well_formed and parsed.dropped == 0
+    # the backtracking still finds the split when the input itself holds the close delimiter
+    parsed = parse_output(PREAMBLE + " <<< a >>> b >>>", "a >>> b")
+    assert parsed.texts == ["a >>> b"] and parsed.well_formed
+
+
+def _script(name: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "examples" / name), *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_evaluate_example_refuses_max_sentences_below_one(tmp_path, value):
+    data = tmp_path / "test.txt"
+    data.write_text("Ada B-PER\n\n")
+    proc = _script("evaluate_ner.py", "--test_file", str(data), "--max_sentences", value)
+    assert proc.returncode != 0
+    assert (
+        f"--max_sentences must be >= 1 (or left out for all sentences), got {value}" in proc.stderr.decode()
+    )
+
+
+def test_predict_example_names_the_stdin_line_that_is_not_utf8():
+    proc = _script("predict.py", "--model", "unused", stdin=b"Ada met Bob .\nJos\xe9\n")
+    assert proc.returncode != 0
+    assert "standard input, line 2: not valid UTF-8" in proc.stderr.decode()
+
+
+def test_predict_example_has_the_allow_unknown_types_option():
+    proc = _script("predict.py", "--help")
+    assert proc.returncode == 0 and "--allow_unknown_types" in proc.stdout.decode()
+
+
+def test_the_corpus_reader_names_file_and_line(tmp_path):
+    from cllmfs_hf.extractor import read_corpus
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": "ok"}) + "\n{oops\n")
+    with pytest.raises(ValueError, match=r"in.jsonl:2: not JSON"):
+        list(read_corpus(source))

@@ -118,3 +118,32 @@ def test_the_corpus_reader_names_file_and_line(tmp_path):
     source.write_text(json.dumps({"text": "ok"}) + "\n{oops\n")
     with pytest.raises(ValueError, match=r"in.jsonl:2: not JSON"):
         list(read_corpus(source))
+
+
+def test_a_json_lines_span_whose_text_disagrees_with_its_offsets_is_refused(tmp_path):
+    from cllmfs_hf.data.readers import DataFormatError, read_jsonl
+
+    source = tmp_path / "spans.jsonl"
+    record = {
+        "text": "Ada Lovelace wrote .",
+        "entities": [{"start": 0, "end": 11, "label": "PER", "text": "Ada Lovelace"}],
+    }
+    source.write_text(json.dumps(record) + "\n")
+    with pytest.raises(
+        DataFormatError,
+        match=r"spans.jsonl:1.*says its text is 'Ada Lovelace', but the offsets cover 'Ada Lovelac'",
+    ):
+        read_jsonl(source)
+    record["entities"][0]["end"] = 12
+    source.write_text(json.dumps(record) + "\n")
+    assert [m.end for m in read_jsonl(source)[0].mentions] == [12]
+
+
+def test_a_column_file_with_cr_only_line_endings_is_read_line_by_line(tmp_path):
+    from cllmfs_hf.data.readers import read_dataset
+
+    source = tmp_path / "mac.bio"
+    source.write_bytes(b"Ada B-PER\rmet O\rBob B-PER\r\rParis B-LOC\r")
+    sentences = read_dataset(source)
+    assert [s.text for s in sentences] == ["Ada met Bob", "Paris"]
+    assert [len(s.mentions) for s in sentences] == [2, 1]

@@ -64,6 +64,8 @@ def _read_text(path: Path) -> str:
 
 def _lines(text: str) -> list[str]:
     # Not str.splitlines(): it also splits on \x1c-\x1e, \x85 and \u2028, which can occur inside tokens.
+    if "\n" not in text and "\r" in text:  # classic Mac (CR-only) line endings: one line each, not one line
+        return text.split("\r")
     return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
 
 

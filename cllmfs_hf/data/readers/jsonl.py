@@ -79,9 +79,12 @@ def _json_objects(path: Path, text: str) -> Iterator[tuple[int, Any]]:
                 ) from None
 
 
-def _span_of(item: Any, path: Path, line: int, key: str, j: int) -> tuple[int, int, str]:
+def _span_of(item: Any, path: Path, line: int, key: str, j: int) -> tuple[int, int, str, Any]:
+    """``(start, end, label, text)`` of one span; ``text`` is the span's own ``"text"`` field, if any."""
     where = f"{key}[{j}]"
+    text = None
     if isinstance(item, dict):
+        text = item.get("text")
         label = item.get("label", item.get("type"))
         start, end = item.get("start"), item.get("end")
         if start is None or end is None or label is None:
@@ -113,7 +116,7 @@ def _span_of(item: Any, path: Path, line: int, key: str, j: int) -> tuple[int, i
         raise DataFormatError(
             path, line, f"{where}: label must be a non-empty string, got {label!r}.", "fix it."
         )
-    return start, end, normalize_label(label)
+    return start, end, normalize_label(label), text
 
 
 def _tokens_with_boundaries(text: str, cuts: set[int]) -> tuple[list[str], list[tuple[int, int]]]:
@@ -194,9 +197,10 @@ def read_jsonl(path: str | Path) -> list[AnnotatedSentence]:
             raise DataFormatError(
                 path, line, f"{key!r} must be a list, got {type(items).__name__}.", "make it a list."
             )
-        spans = [_span_of(item, path, line, key, j) for j, item in enumerate(items)]
+        with_texts = [_span_of(item, path, line, key, j) for j, item in enumerate(items)]
+        spans = [(s, e, label) for s, e, label, _ in with_texts]
         seen: set[tuple[int, int, str]] = set()
-        for j, (s, e, label) in enumerate(spans):
+        for j, (s, e, label, own_text) in enumerate(with_texts):
             if not 0 <= s < e <= len(sentence):
                 raise DataFormatError(
                     path,
@@ -205,6 +209,14 @@ def read_jsonl(path: str | Path) -> list[AnnotatedSentence]:
                     "use 0 <= start < end <= len(text) character offsets, end exclusive.",
                 )
             piece = sentence[s:e]
+            if own_text is not None and own_text != piece:
+                raise DataFormatError(
+                    path,
+                    line,
+                    f"{key}[{j}] = ({s}, {e}, {label!r}) says its text is {own_text!r}, but the offsets cover "
+                    f"{piece!r}.",
+                    "fix the offsets (end is exclusive) or the span's text.",
+                )
             if piece != piece.strip():
                 raise DataFormatError(
                     path,

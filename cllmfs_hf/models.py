@@ -381,6 +381,12 @@ def resolve_model_path(name_or_path: str = DEFAULT_MODEL, *, gguf_file: str | No
         return str(convert_gguf(gguf)) if gguf is not None else str(path)
     if is_default_model(name):
         return str(convert_gguf(default_gguf_path()))
+    looks_like_path = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_like_path:  # e.g. a mistyped local path: from_pretrained would blame a "repo id"
+        raise FileNotFoundError(
+            f"{name!r} does not exist and is not a Hub id (owner/name): check the path of the model or adapter "
+            f"folder (a Hub id needs the Hub, or its local cache, to load)."
+        )
     return name
 
 

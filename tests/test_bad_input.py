@@ -147,3 +147,12 @@ def test_a_column_file_with_cr_only_line_endings_is_read_line_by_line(tmp_path):
     sentences = read_dataset(source)
     assert [s.text for s in sentences] == ["Ada met Bob", "Paris"]
     assert [len(s.mentions) for s in sentences] == [2, 1]
+
+
+@pytest.mark.parametrize("name", ["outputs/demo/adaptr", "./no/such/model", "/no/such/model"])
+def test_a_mistyped_model_path_is_named_as_a_missing_path(name):
+    from cllmfs_hf.models import resolve_model_path
+
+    with pytest.raises(FileNotFoundError, match=f"'{name}' does not exist and is not a Hub id"):
+        resolve_model_path(name)
+    assert resolve_model_path("gpt2") == "gpt2"  # a legacy Hub id without an owner is still passed through

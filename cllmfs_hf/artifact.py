@@ -475,7 +475,8 @@ class NERAdapterConfig:
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} not found: {path.parent} is not a CLLMFS adapter folder (save one with "
-                "cllmfs_hf.hub.save_adapter, or pass entity_types yourself with a plain PEFT adapter)."
+                "cllmfs_hf.hub.save_adapter), or, for a plain PEFT adapter, pass its types: "
+                "NERExtractor.from_pretrained(folder, entity_types=[...])."
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -378,6 +378,7 @@ def load_adapter(
     is_trainable: bool = False,
     revision: str | None = None,
     token: str | bool | None = None,
+    entity_types: Sequence[str] | None = None,
 ) -> tuple[PeftModel, PreTrainedTokenizerBase, NERAdapterConfig]:
     """Load a saved adapter: ``(peft_model, tokenizer, ner_config)``.
 
@@ -390,6 +391,8 @@ def load_adapter(
             default's Hub id loads from the local conversion).
         is_trainable: keep the LoRA weights trainable (to continue training); default inference mode.
         revision, token: for a Hub repo.
+        entity_types: the types of a plain PEFT adapter (one without ``cllmfs_config.json``); ignored when
+            the folder has its own.
 
     Example:
         >>> model, tokenizer, cfg = load_adapter("out/adapter")  # doctest: +SKIP
@@ -409,20 +412,35 @@ def load_adapter(
             f"{folder / ADAPTER_WEIGHTS_NAME} not found.{hint} Re-save the adapter with safetensors "
             "(model.save_pretrained(dir, safe_serialization=True))."
         )
-    ner_config = NERAdapterConfig.load(folder)
     try:
         adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(
             f"{config_path}, line {err.lineno}, column {err.colno}: invalid JSON ({err.msg})."
         ) from err
+    if not isinstance(adapter_config, dict):
+        raise ValueError(
+            f"{config_path} holds a JSON {type(adapter_config).__name__}, not the object PEFT writes: re-save the "
+            "adapter (model.save_pretrained(dir))."
+        )
+    if (folder / CLLMFS_CONFIG_NAME).is_file() or not entity_types:
+        ner_config = NERAdapterConfig.load(folder)
+    else:  # a plain PEFT adapter: the caller says what it extracts
+        ner_config = NERAdapterConfig.from_training(list(entity_types))
     base = base_model or adapter_config.get("base_model_name_or_path") or ner_config.base_model
     if not base:
         raise ValueError(
             f"{config_path} records no base_model_name_or_path: pass base_model='owner/name' to load_adapter."
         )
     _warn_on_version(ner_config.library_version, folder)
-    base_model_obj = load_base_model(base, dtype=dtype, device_map=device_map)
+    try:
+        base_model_obj = load_base_model(base, dtype=dtype, device_map=device_map)
+    except (OSError, ValueError) as err:
+        where = "the base_model given" if base_model else f"the base model recorded in {config_path}"
+        raise OSError(
+            f"{folder}: cannot load {where}, {base!r} ({err}). Pass base_model='a local folder or a Hub id "
+            "in the cache' to load_adapter / NERExtractor.from_pretrained."
+        ) from err
     has_tokenizer = (folder / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(str(folder) if has_tokenizer else base, padding_side="left")
     model = PeftModel.from_pretrained(base_model_obj, str(folder), is_trainable=is_trainable)

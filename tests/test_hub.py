@@ -304,8 +304,33 @@ def test_load_adapter_errors_name_the_problem(tiny_adapter, tmp_path):
     with pytest.raises(FileNotFoundError, match="pickle weights"):
         load_adapter(str(plain))
     (plain / ADAPTER_WEIGHTS_NAME).write_bytes((tiny_adapter["folder"] / ADAPTER_WEIGHTS_NAME).read_bytes())
-    with pytest.raises(FileNotFoundError, match="not a CLLMFS adapter folder"):
+    with pytest.raises(FileNotFoundError, match=r"not a CLLMFS adapter folder.*entity_types=\[\.\.\.\]"):
         load_adapter(str(plain))
+    # the fix the message names works: a plain PEFT adapter with the caller's types
+    from cllmfs_hf.extractor import NERExtractor
+
+    extractor = NERExtractor.from_pretrained(str(plain), entity_types=["PER"])
+    assert extractor.entity_types == ["PER"] and hasattr(extractor.model, "peft_config")
+    # a recorded base that cannot be found names itself and the override
+    (plain / ADAPTER_CONFIG_NAME).write_text(
+        json.dumps(
+            {
+                **json.loads((plain / ADAPTER_CONFIG_NAME).read_text()),
+                "base_model_name_or_path": "/moved/base",
+            }
+        )
+    )
+    with pytest.raises(OSError, match=r"the base model recorded in .*'/moved/base'.*Pass base_model="):
+        NERExtractor.from_pretrained(str(plain), entity_types=["PER"])
+    base_dir = tiny_adapter["folder"].parent / "tiny-base"
+    assert NERExtractor.from_pretrained(
+        str(plain), entity_types=["PER"], base_model=str(base_dir)
+    ).entity_types == ["PER"]
+    (plain / ADAPTER_CONFIG_NAME).write_text("[]")
+    with pytest.raises(ValueError, match="holds a JSON list, not the object PEFT writes"):
+        load_adapter(str(plain))
+    with pytest.raises(ValueError, match="base_model= overrides an adapter's base"):
+        NERExtractor.from_pretrained(str(base_dir), base_model="x/y")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -144,11 +144,14 @@ class NERExtractor:
         descriptions: Mapping[str, str] | None = None,
         dtype: Any = None,
         device_map: Any = None,
+        base_model: str | None = None,
         **kwargs: Any,
     ) -> NERExtractor:
         """An extractor from a base model (Hub id, local path, or the default ``smollm2-135m-instruct``) or
         from a saved CLLMFS adapter folder / Hub repo (its entity types, descriptions and type names are then
-        read from its ``cllmfs_config.json``; ``entity_types``/``descriptions`` given here override them).
+        read from its ``cllmfs_config.json``; ``entity_types``/``descriptions`` given here override them). A
+        plain PEFT adapter (no ``cllmfs_config.json``) needs ``entity_types``. ``base_model`` overrides an
+        adapter's recorded base (a moved local path, or a Hub id that is not cached offline).
 
         Other keyword arguments go to :class:`NERExtractor` (``constraint``, ``max_context``, ...).
 
@@ -161,12 +164,23 @@ class NERExtractor:
 
         name_or_path = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
         if is_adapter_folder(name_or_path):
-            model, tokenizer, ner_config = load_adapter(name_or_path, dtype=dtype, device_map=device_map)
+            model, tokenizer, ner_config = load_adapter(
+                name_or_path,
+                dtype=dtype,
+                device_map=device_map,
+                base_model=base_model,
+                entity_types=entity_types,
+            )
             types = list(entity_types) if entity_types is not None else list(ner_config.entity_types)
             descr = {**dict(ner_config.type_descriptions), **dict(descriptions or {})}
             kwargs.setdefault("type_names", dict(ner_config.type_names))
             tokenizer.padding_side = "left"
         else:
+            if base_model is not None:
+                raise ValueError(
+                    f"base_model= overrides an adapter's base, but {name_or_path!r} is not an adapter folder: "
+                    "pass the base model itself as name_or_path."
+                )
             model = load_base_model(name_or_path, dtype=dtype, device_map=device_map)
             tokenizer = load_tokenizer(name_or_path, padding_side="left")
             types = list(entity_types) if entity_types is not None else None

@@ -443,7 +443,22 @@ def load_adapter(
         ) from err
     has_tokenizer = (folder / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(str(folder) if has_tokenizer else base, padding_side="left")
-    model = PeftModel.from_pretrained(base_model_obj, str(folder), is_trainable=is_trainable)
+    try:
+        model = PeftModel.from_pretrained(base_model_obj, str(folder), is_trainable=is_trainable)
+    except Exception as err:  # safetensors' SafetensorError, torch's size mismatch, PEFT's config errors
+        text = str(err)
+        if "size mismatch" in text:
+            problem = (
+                f"its weights do not fit {config_path.name} on this base (a LoRA rank or target modules that "
+                f"disagree with the weights, or another base model): {text[:300]}"
+            )
+        elif type(err).__name__ == "SafetensorError" or "header" in text:
+            problem = (
+                f"{ADAPTER_WEIGHTS_NAME} is not a readable safetensors file (truncated or damaged?): {text}"
+            )
+        else:
+            raise
+        raise ValueError(f"{folder}: {problem}. Re-save or re-download the adapter.") from err
     if not is_trainable:
         model.eval()
     return model, tokenizer, ner_config

@@ -326,6 +326,15 @@ def test_load_adapter_errors_name_the_problem(tiny_adapter, tmp_path):
     assert NERExtractor.from_pretrained(
         str(plain), entity_types=["PER"], base_model=str(base_dir)
     ).entity_types == ["PER"]
+    weights = (plain / ADAPTER_WEIGHTS_NAME).read_bytes()
+    (plain / ADAPTER_WEIGHTS_NAME).write_bytes(weights[: len(weights) // 3])
+    with pytest.raises(ValueError, match="adapter_model.safetensors is not a readable safetensors file"):
+        NERExtractor.from_pretrained(str(plain), entity_types=["PER"], base_model=str(base_dir))
+    (plain / ADAPTER_WEIGHTS_NAME).write_bytes(weights)
+    config = json.loads((plain / ADAPTER_CONFIG_NAME).read_text())
+    (plain / ADAPTER_CONFIG_NAME).write_text(json.dumps({**config, "r": config["r"] * 2}))
+    with pytest.raises(ValueError, match="its weights do not fit adapter_config.json on this base"):
+        NERExtractor.from_pretrained(str(plain), entity_types=["PER"], base_model=str(base_dir))
     (plain / ADAPTER_CONFIG_NAME).write_text("[]")
     with pytest.raises(ValueError, match="holds a JSON list, not the object PEFT writes"):
         load_adapter(str(plain))

@@ -156,3 +156,40 @@ def test_a_mistyped_model_path_is_named_as_a_missing_path(name):
     with pytest.raises(FileNotFoundError, match=f"'{name}' does not exist and is not a Hub id"):
         resolve_model_path(name)
     assert resolve_model_path("gpt2") == "gpt2"  # a legacy Hub id without an owner is still passed through
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"text": "Ada met Bob .", "label": [[0, 3, "PER"], [8, 11, "PER"]]},  # doccano
+        {"text": "Ada met Bob .", "ents": [{"start": 0, "end": 3, "label": "PER"}, [8, 11, "PER"]]},  # spaCy
+        {
+            "text": "Ada met Bob .",
+            "spans": [{"start": 0, "end": 3, "label": "PER"}, {"start": 8, "end": 11, "label": "PER"}],
+        },
+    ],
+    ids=["doccano", "spacy", "prodigy"],
+)
+def test_common_json_lines_layouts_are_read(tmp_path, record):
+    from cllmfs_hf.data.readers import read_jsonl
+
+    source = tmp_path / "data.jsonl"
+    source.write_text(json.dumps(record) + "\n")
+    assert [(m.start, m.end, m.label) for m in read_jsonl(source)[0].mentions] == [
+        (0, 3, "PER"),
+        (8, 11, "PER"),
+    ]
+
+
+def test_spans_under_an_unknown_key_are_an_error_and_no_mentions_at_all_warns(tmp_path):
+    from cllmfs_hf.data.readers import DataFormatError, read_jsonl
+
+    source = tmp_path / "data.jsonl"
+    source.write_text(json.dumps({"text": "Ada met Bob .", "annotations": [[0, 3, "PER"]]}) + "\n")
+    with pytest.raises(
+        DataFormatError, match=r"data.jsonl:1.*spans under 'annotations', which is not a span key"
+    ):
+        read_jsonl(source)
+    source.write_text(json.dumps({"text": "Ada met Bob .", "meta": {"source": "x"}}) + "\n")
+    with pytest.warns(UserWarning, match="none of its 1 records has a mention"):
+        assert read_jsonl(source)[0].mentions == []

@@ -1,13 +1,16 @@
 """JSON lines: :func:`read_jsonl`, one object per line with the sentence and its character spans.
 
-The sentence is under ``"text"`` and its character spans under ``"entities"``, ``"spans"`` or
-``"mentions"``; a ``.json`` file may also hold one JSON array of such objects.
+The sentence is under ``"text"`` and its character spans under ``"entities"``, ``"spans"`` (prodigy),
+``"mentions"``, ``"label"`` (doccano) or ``"ents"`` (spaCy); a ``.json`` file may also hold one JSON array of
+such objects. A list of span-like items under any other key is an error (it would otherwise be read as a
+sentence without mentions), and a file in which no record has a mention is read with a loud warning.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,21 @@ __all__ = ["JSON_EXTENSIONS", "read_jsonl"]
 #: File name endings read as JSON lines (or one JSON array for ``.json``).
 JSON_EXTENSIONS: tuple[str, ...] = (".jsonl", ".json", ".ndjson")
 
-_SPAN_KEYS = ("entities", "spans", "mentions")
+_SPAN_KEYS = ("entities", "spans", "mentions", "label", "ents")
+
+
+def _looks_like_spans(value: Any) -> bool:
+    """A non-empty list of ``{"start", "end", ...}`` objects or ``[start, end, label]`` triples."""
+    if not isinstance(value, list) or not value:
+        return False
+    first = value[0]
+    if isinstance(first, dict):
+        return "start" in first and "end" in first
+    return (
+        isinstance(first, (list, tuple))
+        and len(first) == 3
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in first[:2])
+    )
 
 
 def _json_objects(path: Path, text: str) -> Iterator[tuple[int, Any]]:
@@ -191,6 +208,14 @@ def read_jsonl(path: str | Path) -> list[AnnotatedSentence]:
                 f"both {keys[0]!r} and {keys[1]!r} present.",
                 f"keep one of {', '.join(_SPAN_KEYS)}.",
             )
+        stray = [k for k, v in obj.items() if k not in _SPAN_KEYS and _looks_like_spans(v)]
+        if stray:
+            raise DataFormatError(
+                path,
+                line,
+                f"spans under {stray[0]!r}, which is not a span key, so they would be ignored.",
+                f"put them under one of {', '.join(map(repr, _SPAN_KEYS))}.",
+            )
         items = obj[keys[0]] if keys else []
         key = keys[0] if keys else _SPAN_KEYS[0]
         if not isinstance(items, list):
@@ -242,5 +267,12 @@ def read_jsonl(path: str | Path) -> list[AnnotatedSentence]:
                 mentions=[Mention(s, e, label) for s, e, label in spans],
                 source=f"{path}:{line}",
             )
+        )
+    if not any(s.mentions for s in out):
+        warnings.warn(
+            f"{path}: none of its {len(out)} records has a mention (spans go under one of "
+            f"{', '.join(map(repr, _SPAN_KEYS))}): training on it teaches 'none', and scores on it are 0.",
+            UserWarning,
+            stacklevel=2,
         )
     return out

@@ -193,3 +193,15 @@ def test_spans_under_an_unknown_key_are_an_error_and_no_mentions_at_all_warns(tm
     source.write_text(json.dumps({"text": "Ada met Bob .", "meta": {"source": "x"}}) + "\n")
     with pytest.warns(UserWarning, match="none of its 1 records has a mention"):
         assert read_jsonl(source)[0].mentions == []
+
+
+def test_conllu_comment_lines_are_skipped_and_a_hash_token_is_still_a_token(tmp_path):
+    from cllmfs_hf.data.readers import read_dataset
+
+    source = tmp_path / "data.conll"
+    source.write_text(
+        "# sent_id = 1\n# text = Ada met Bob\nAda B-PER\nmet O\nBob B-PER\n\n# O\nParis B-LOC\n"
+    )
+    sentences = read_dataset(source)
+    assert [s.text for s in sentences] == ["Ada met Bob", "# Paris"]
+    assert [[m.label for m in s.mentions] for s in sentences] == [["PER", "PER"], ["LOC"]]

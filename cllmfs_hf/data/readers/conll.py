@@ -11,6 +11,7 @@ the JSON-lines reader, the format sniffing and the split discovery.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..types import AnnotatedSentence
@@ -62,6 +63,10 @@ def _read_text(path: Path) -> str:
     return text
 
 
+#: A CoNLL-U comment line: "#" then "key = value" (a token "#" with its tag, "# O", is not one).
+_CONLLU_COMMENT = re.compile(r"^#\s*[\w.-]+\s*=")
+
+
 def _lines(text: str) -> list[str]:
     # Not str.splitlines(): it also splits on \x1c-\x1e, \x85 and \u2028, which can occur inside tokens.
     if "\n" not in text and "\r" in text:  # classic Mac (CR-only) line endings: one line each, not one line
@@ -96,6 +101,8 @@ def _parse_columns(path: Path, token_column: int, tag_column: int) -> list[_RawS
             continue
         if ln.split(None, 1)[0] == "-DOCSTART-":
             flush()
+            continue
+        if _CONLLU_COMMENT.match(ln):  # CoNLL-U metadata ("# sent_id = 1", "# text = ..."), not a token line
             continue
         if n_cols is None:  # the first token line decides the separator and the column count
             sep = "\t" if "\t" in ln else None

@@ -205,3 +205,19 @@ def test_conllu_comment_lines_are_skipped_and_a_hash_token_is_still_a_token(tmp_
     sentences = read_dataset(source)
     assert [s.text for s in sentences] == ["Ada met Bob", "# Paris"]
     assert [[m.label for m in s.mentions] for s in sentences] == [["PER", "PER"], ["LOC"]]
+
+
+def test_a_digit_tag_and_swapped_columns_are_refused(tmp_path):
+    from cllmfs_hf.data.readers import DataFormatError, read_dataset
+
+    typo = tmp_path / "typo.io"
+    typo.write_text("Ada person\nmet O\nBob 0\n")
+    with pytest.raises(DataFormatError, match=r"typo.io:3.*tag '0' has no letter.*typo for 'O'"):
+        read_dataset(typo)
+    words = " ".join(f"w{i}" for i in range(30)).split()
+    swapped = tmp_path / "swapped.txt"
+    swapped.write_text("".join(f"O {w}\n" for w in words))
+    with pytest.raises(
+        DataFormatError, match=r"swapped.txt:1.*holds 30 different types in 30 tokens.*column order"
+    ):
+        read_dataset(swapped)

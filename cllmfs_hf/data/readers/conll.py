@@ -154,6 +154,21 @@ def _parse_columns(path: Path, token_column: int, tag_column: int) -> list[_RawS
     return sentences
 
 
+def _check_tags_are_tags(path: Path, raw: list[_RawSentence], tag_column: int) -> None:
+    """In an IO file any string is a type: refuse a tag column that holds words (swapped columns)."""
+    tags = [t for r in raw for t in r.tags]
+    labels = {t for t in tags if t != "O"}
+    if len(tags) >= 20 and len(labels) > 0.5 * len(tags):
+        first = next(r.lines[r.tags.index(t)] for r in raw for t in r.tags if t != "O")
+        raise DataFormatError(
+            path,
+            first,
+            f"the tag column (tag_column={tag_column}) holds {len(labels)} different types in {len(tags)} "
+            "tokens: it looks like words, not tags.",
+            "check the column order (token first, tag last), or pass token_column= and tag_column=.",
+        )
+
+
 def read_conll(
     path: str | Path,
     scheme: Scheme = "auto",
@@ -195,6 +210,8 @@ def read_conll(
     detected = canonical == "auto"
     if detected:
         canonical = detect_scheme(r.tags for r in raw)
+    if canonical == "io":
+        _check_tags_are_tags(path, raw, tag_column)
     out: list[AnnotatedSentence] = []
     for r in raw:
         spans = _decode(r.tags, canonical, strict, str(path), r.lines, detected)

@@ -71,6 +71,13 @@ def _check_tag(tag: str, path: str, line: int) -> None:
             "emerging.test.conll), or reduce each tag to one label before reading.",
         )
     prefix, label = _split_tag(tag)
+    if label and not any(ch.isalpha() for ch in label):
+        raise DataFormatError(
+            path,
+            line,
+            f"tag {tag!r} has no letter, so it is no entity type (a typo for 'O'?).",
+            "write 'O' outside entities and a type name inside (e.g. B-PER, or person in an IO file).",
+        )
     if prefix is not None and prefix != "O":
         if prefix not in ("B", "I"):
             raise DataFormatError(

@@ -221,3 +221,29 @@ def test_a_digit_tag_and_swapped_columns_are_refused(tmp_path):
         DataFormatError, match=r"swapped.txt:1.*holds 30 different types in 30 tokens.*column order"
     ):
         read_dataset(swapped)
+
+
+@pytest.mark.parametrize(
+    "text", ["北京是中国的首都，上海是最大的城市。" * 40, "https://example.org/" + "a1b2c3d4" * 200]
+)
+def test_windows_overlap_in_text_without_spaces(smollm2_tokenizer, text):
+    from cllmfs_hf.extractor.windows import count_tokens, split_windows
+
+    windows = split_windows(smollm2_tokenizer, text, budget=64, overlap=16)
+    assert len(windows) > 3 and windows[0][0] == 0 and windows[-1][1] == len(text)
+    for (s1, e1), (s2, e2) in zip(windows, windows[1:]):
+        assert s2 < e1 < e2  # consecutive windows overlap, and every character is in some window
+        assert count_tokens(smollm2_tokenizer, text[s1:e1]) <= 64
+        assert count_tokens(smollm2_tokenizer, text[s1:e1][s2 - s1 :]) >= 4  # a real overlap, not one char
+
+
+def test_a_window_overlap_of_zero_is_refused(smollm2_tokenizer):
+    from conftest import build_tiny_causal_lm
+
+    from cllmfs_hf.extractor import NERExtractor
+
+    model = build_tiny_causal_lm("llama", len(smollm2_tokenizer), num_layers=1)
+    with pytest.raises(
+        ValueError, match="window_overlap must be an integer >= 1 .* mention cut by a window edge"
+    ):
+        NERExtractor(model, smollm2_tokenizer, ["LOC"], window_overlap=0)

@@ -112,8 +112,11 @@ class NERExtractor:
         # The extractor writes the prompts, so it alone says whether they end with the preamble.
         self.constraint = dataclasses.replace(constraint, preamble_in_prompt=prefill_preamble)
         self.max_context = resolve_max_context(model, tokenizer, max_context)
-        if not isinstance(window_overlap, int) or window_overlap < 0:
-            raise ValueError(f"window_overlap must be an integer >= 0 (tokens), got {window_overlap!r}.")
+        if not isinstance(window_overlap, int) or isinstance(window_overlap, bool) or window_overlap < 1:
+            raise ValueError(
+                f"window_overlap must be an integer >= 1 (tokens), got {window_overlap!r}: without an overlap a "
+                "mention cut by a window edge is lost."
+            )
         self.window_overlap = window_overlap
         if overlap_policy not in ("keep_all", "longest"):
             raise ValueError(f"overlap_policy must be 'keep_all' or 'longest', got {overlap_policy!r}.")

@@ -35,12 +35,14 @@ def split_windows(tokenizer: Any, text: str, budget: int, overlap: int) -> list[
         len(ids)
         for ids in tokenizer([" " + text[s:e] for s, e in words], add_special_tokens=False)["input_ids"]
     ]
+    # a "word" longer than a window (a URL, a table row, a text without spaces: Chinese, Japanese, Thai) is
+    # cut into chunks of about half the overlap, so that windows built from several chunks still overlap
+    chunk = max(1, min(budget, overlap) // 2)
     for (s, e), c in zip(words, counts):
         if c <= budget:
             pieces.append((s, e))
             continue
-        # a single "word" longer than a window (a URL, a table row): cut it into chunks that fit
-        step = max(1, (e - s) * budget // (c + 1))
+        step = max(1, (e - s) * chunk // (c + 1))
         pos = s
         while pos < e:
             end = min(e, pos + step)

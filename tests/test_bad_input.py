@@ -247,3 +247,58 @@ def test_a_window_overlap_of_zero_is_refused(smollm2_tokenizer):
         ValueError, match="window_overlap must be an integer >= 1 .* mention cut by a window edge"
     ):
         NERExtractor(model, smollm2_tokenizer, ["LOC"], window_overlap=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_llm_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    from conftest import build_tiny_causal_lm
+
+    out = tmp_path_factory.mktemp("tiny_llm")
+    build_tiny_causal_lm("llama", len(smollm2_tokenizer), num_layers=1).save_pretrained(out)
+    smollm2_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "setting, error, message",
+    [
+        (
+            {"resume_from_checkpoint": "/nope"},
+            FileNotFoundError,
+            "--resume_from_checkpoint '/nope' is not a folder",
+        ),
+        ({"output_dir": "FILE"}, FileExistsError, "exists and is a file: choose a folder"),
+        ({"lora_target_modules": ["q_proj", "qv_proj"]}, ValueError, r"\['qv_proj'\] match no module"),
+    ],
+    ids=["resume-missing", "output-dir-is-a-file", "lora-target-typo"],
+)
+def test_the_main_job_fails_before_its_first_forward_pass(
+    tmp_path, tiny_llm_dir, monkeypatch, setting, error, message
+):
+    from cllmfs_hf import training
+    from cllmfs_hf.config import CLLMFSConfig
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("the zero-shot evaluation ran before the bad setting was refused")
+
+    monkeypatch.setattr(training, "evaluate_adapter", no_forward)
+    (tmp_path / "FILE").write_text("not a folder")
+    output_dir = str(tmp_path / setting.get("output_dir", "run"))
+    args = {k: v for k, v in setting.items() if k not in ("output_dir", "lora_target_modules")}
+    model_args = training.default_model_config(model_name_or_path=str(tiny_llm_dir))
+    if "lora_target_modules" in setting:
+        model_args.lora_target_modules = setting["lora_target_modules"]
+    training_args = CLLMFSConfig(output_dir=output_dir, report_to="none", use_cpu=True, max_steps=1, **args)
+    with pytest.raises(error, match=message):
+        training.run(training.DataArguments(max_test_sentences=2), model_args, training_args)
+
+
+def test_an_edited_template_in_a_saved_config_is_refused_not_ignored():
+    from cllmfs_hf.artifact import NERAdapterConfig
+
+    with pytest.raises(
+        ValueError, match=r"x/cllmfs_config.json: instruction_template is 'Find \{type\}.', not the built-in"
+    ):
+        NERAdapterConfig.from_dict(
+            {"entity_types": ["PER"], "instruction_template": "Find {type}."}, source="x/cllmfs_config.json"
+        )

@@ -302,3 +302,61 @@ def test_an_edited_template_in_a_saved_config_is_refused_not_ignored():
         NERAdapterConfig.from_dict(
             {"entity_types": ["PER"], "instruction_template": "Find {type}."}, source="x/cllmfs_config.json"
         )
+
+
+# The committed bad data files (tests/fixtures/data): each names its file, its line and the fix.
+BAD_FILES = [
+    ("bad_json.jsonl", ":2: invalid JSON"),
+    ("blank_lines_only.txt", ":1: the file is empty"),
+    ("corpus.xml", ":1: unknown format"),
+    ("duplicate_span.jsonl", r":1: entities\[1\] = \(0, 3, 'PER'\) is listed twice"),
+    ("empty.txt", ":1: the file is empty"),
+    ("empty_tag.tsv", ":4: empty tag"),
+    ("invalid_utf8.txt", ":4: invalid UTF-8"),
+    ("missing_tag.tsv", ":5: 1 TAB-separated columns"),
+    ("missing_text.jsonl", ":2: missing or empty 'text'"),
+    ("multi_label.conll", ":4: multi-label tag"),
+    ("short_span.jsonl", r":1: entities\[0\] = \[0, 3\] is neither an object nor"),
+    ("span_out_of_range.jsonl", ":2: .* is outside the text"),
+    ("stray_inside.bio", ":5: 'I-LOC' after 'O' continues no entity"),
+    ("unknown_prefix.tsv", ":1: unknown tag prefix 'S-'"),
+    ("whitespace_span.jsonl", ":1: .* starts or ends with whitespace"),
+    ("wrong_columns.tsv", ":6: 3 TAB-separated columns"),
+]
+
+
+@pytest.mark.parametrize("name, message", BAD_FILES, ids=[n for n, _ in BAD_FILES])
+def test_each_bad_data_file_names_its_line_and_the_fix(fixture_data, name, message):
+    from cllmfs_hf.data.readers import DataFormatError, read_dataset
+
+    with pytest.raises(DataFormatError, match=f"{name}{message}.*Fix: "):
+        read_dataset(fixture_data / name)
+
+
+@pytest.fixture(scope="module")
+def tiny_extractor(smollm2_tokenizer):
+    from conftest import build_tiny_causal_lm
+
+    from cllmfs_hf.extractor import NERExtractor
+
+    model = build_tiny_causal_lm("llama", len(smollm2_tokenizer), num_layers=1)
+    return NERExtractor(model, smollm2_tokenizer, ["LOC"])
+
+
+PREDICT_ERRORS = [
+    ("batch-size-0", {"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
+    ("max-new-tokens-0", {"max_new_tokens": 0}, ValueError, "max_new_tokens must be None or an integer >= 1"),
+    ("threshold-negative", {"threshold": -0.1}, ValueError, r"threshold must be None or a probability in \[0, 1\]"),
+    ("threshold-bool", {"threshold": True}, ValueError, "threshold must be None or a probability"),
+    ("type-unknown", {"entity_types": ["PER"]}, ValueError, r"Unknown entity type\(s\) \['PER'\].*--allow_unknown_types"),
+    ("type-bare-string", {"entity_types": "LOC"}, TypeError, r"got the string 'LOC'"),
+    ("beams-many-returns", {"num_beams": 2, "num_return_sequences": 2}, ValueError, "num_return_sequences must be 1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message", [e[1:] for e in PREDICT_ERRORS], ids=[e[0] for e in PREDICT_ERRORS]
+)
+def test_predict_refuses_bad_arguments(tiny_extractor, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        tiny_extractor.predict(["Ada flew to Paris ."], **kwargs)

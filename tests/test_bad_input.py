@@ -360,3 +360,25 @@ PREDICT_ERRORS = [
 def test_predict_refuses_bad_arguments(tiny_extractor, kwargs, error, message):
     with pytest.raises(error, match=message):
         tiny_extractor.predict(["Ada flew to Paris ."], **kwargs)
+
+
+def test_a_no_break_space_inside_a_token_is_part_of_the_token(tmp_path):
+    from cllmfs_hf.data.readers import read_dataset
+
+    source = tmp_path / "nbsp.txt"
+    source.write_text("New\u00a0York B-LOC\nis O\nbig O\n", encoding="utf-8")
+    (sentence,) = read_dataset(source)
+    assert sentence.tokens == ["New\u00a0York", "is", "big"]
+    assert [sentence.mention_text(m) for m in sentence.mentions] == ["New\u00a0York"]
+
+
+def test_a_span_that_cuts_a_combining_accent_is_refused(tmp_path):
+    from cllmfs_hf.data.readers import DataFormatError, read_jsonl
+
+    source = tmp_path / "accent.jsonl"
+    text = "Jose\u0301 met Ada ."  # 'José' spelled with a combining acute accent
+    source.write_text(json.dumps({"text": text, "entities": [[0, 4, "PER"]]}) + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"accent.jsonl:1.*cuts the combining mark .* \(U\+0301\) at 4"):
+        read_jsonl(source)
+    source.write_text(json.dumps({"text": text, "entities": [[0, 5, "PER"]]}) + "\n", encoding="utf-8")
+    assert read_jsonl(source)[0].mentions[0].end == 5

@@ -63,6 +63,7 @@ def _read_text(path: Path) -> str:
     return text
 
 
+_ASCII_SPACE = re.compile(r"[ \t]+")
 #: A CoNLL-U comment line: "#" then "key = value" (a token "#" with its tag, "# O", is not one).
 _CONLLU_COMMENT = re.compile(r"^#\s*[\w.-]+\s*=")
 
@@ -107,7 +108,9 @@ def _parse_columns(path: Path, token_column: int, tag_column: int) -> list[_RawS
         if n_cols is None:  # the first token line decides the separator and the column count
             sep = "\t" if "\t" in ln else None
             first_line = lineno
-        fields = [f.strip() for f in ln.split(sep)] if sep == "\t" else ln.split()
+        # space-separated: ASCII spaces only (str.split() would also split at a no-break space inside a token,
+        # and the first line's column count would then blame the second line)
+        fields = [f.strip() for f in ln.split(sep)] if sep == "\t" else _ASCII_SPACE.split(ln.strip(" \t"))
         if n_cols is None:
             n_cols = len(fields)
             if n_cols < 2:

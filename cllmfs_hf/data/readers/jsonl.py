@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,6 +242,15 @@ def read_jsonl(path: str | Path) -> list[AnnotatedSentence]:
                     f"{key}[{j}] = ({s}, {e}, {label!r}) says its text is {own_text!r}, but the offsets cover "
                     f"{piece!r}.",
                     "fix the offsets (end is exclusive) or the span's text.",
+                )
+            cut = [i for i in (s, e) if i < len(sentence) and unicodedata.combining(sentence[i])]
+            if cut:
+                raise DataFormatError(
+                    path,
+                    line,
+                    f"{key}[{j}] = ({s}, {e}, {label!r}) cuts the combining mark {sentence[cut[0]]!r} (U+"
+                    f"{ord(sentence[cut[0]]):04X}) at {cut[0]} from the character it belongs to.",
+                    "move the offset past the mark (offsets count code points: 'e' + U+0301 is two).",
                 )
             if piece != piece.strip():
                 raise DataFormatError(

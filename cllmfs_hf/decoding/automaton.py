@@ -167,6 +167,10 @@ class RowAutomaton:
         self._allowed_memo: dict[State, tuple[torch.Tensor, bool]] = {}
         self._config_memo: dict[Configuration, frozenset[int]] = {}
         self._used_memo: dict[tuple, dict[bytes, int]] = {}
+        self._last_end_memo: dict[tuple, int] = {}
+        self._walk_memo: dict[int, list[dict]] = {}
+        self._span_walk_memo: dict[tuple, tuple[dict, list]] = {}
+        self._text_memo: dict[tuple[int, int], frozenset[int]] = {}
         self._live_memo: dict[Any, bool] = {}
         self._tok_live_memo: dict[State, bool] = {}
         self._count_memo: dict[bytes, int] = {}
@@ -450,23 +454,50 @@ class RowAutomaton:
         along the sentence from each occurrence, whose text can still end a legal span; and the ones that
         close the span (where it may end) and go on into the close delimiter and beyond."""
         occ, length, hist = c
-        sb, n, ends = self.sb, self.n, self.ends
-        text_tokens: dict[int, tuple[int, list[int]]] = {}  # token -> (bytes read, occurrences it continues)
+        if len(occ) == 1 and node is self.trie.root:
+            self._collect_one_span(occ[0], length, hist, found)
+            return
+        text_tokens, closings = self._span_walk(node, occ, length)
         closed: set[bytes] = set()
+        for s, end, here in closings:
+            text = self.sb[s:end]
+            if text not in closed and self._word_ok(s, end) and self._budget(text, hist):
+                closed.add(text)
+                child = here.get(_CLOSE[0])
+                if child is not None:
+                    tids = child.get(-1)
+                    if tids is not None:
+                        found.update(tids)
+                    self._collect(child, InClose(1, text, hist), found)
+        for t, (k, starts) in text_tokens.items():
+            if t in found:
+                continue
+            if len(starts) == 1:  # one occurrence: checked against its last legal end
+                if starts[0] + length + k <= self._last_end(starts[0], hist):
+                    found.add(t)
+            elif self._span_live(starts, length + k, hist):
+                found.add(t)
+
+    def _span_walk(
+        self, node: dict, occ: tuple[int, ...], length: int
+    ) -> tuple[dict[int, tuple[int, tuple[int, ...]]], list[tuple[int, int, dict]]]:
+        """The history-free part of :meth:`_collect_span`, memoised (a span start, all word starts at
+        length 0, recurs after every open delimiter): each token made of span text with the bytes it reads
+        and the occurrences it continues, and every ``(start, end, trie node)`` where the span text read so
+        far ends at a legal end (the close delimiter may follow there)."""
+        key = (id(node), occ, length)
+        res = self._span_walk_memo.get(key)
+        if res is not None:
+            return res
+        sb, n, ends = self.sb, self.n, self.ends
+        grouped: dict[int, tuple[int, list[int]]] = {}
+        closings: list[tuple[int, int, dict]] = []
         for s in occ:
             p, k, here = s + length, 0, node
             while True:
                 end = p + k
                 if length + k > 0 and end in ends:
-                    text = sb[s:end]
-                    if text not in closed and self._word_ok(s, end) and self._budget(text, hist):
-                        closed.add(text)
-                        child = here.get(_CLOSE[0])
-                        if child is not None:
-                            tids = child.get(-1)
-                            if tids is not None:
-                                found.update(tids)
-                            self._collect(child, InClose(1, text, hist), found)
+                    closings.append((s, end, here))
                 if end >= n:
                     break
                 here = here.get(sb[end])
@@ -476,11 +507,82 @@ class RowAutomaton:
                 tids = here.get(-1)
                 if tids is not None:
                     for t in tids:
-                        entry = text_tokens.get(t)
+                        entry = grouped.get(t)
                         if entry is None:
-                            text_tokens[t] = (k, [s])
+                            grouped[t] = (k, [s])
                         else:
                             entry[1].append(s)
-        for t, (k, starts) in text_tokens.items():
-            if t not in found and self._span_live(tuple(starts), length + k, hist):
-                found.add(t)
+        res = ({t: (k, tuple(starts)) for t, (k, starts) in grouped.items()}, closings)
+        self._span_walk_memo[key] = res
+        return res
+
+    def _collect_one_span(self, start: int, length: int, hist: History, found: set[int]) -> None:
+        """:meth:`_collect_span` for the usual case, one occurrence read from the trie's root: the text
+        tokens are every token along the sentence from ``start + length`` that ends no later than the
+        span's last legal end (a set cached per position and depth, shared by every query of the
+        sentence); the closing tokens are collected where the span may end."""
+        p = start + length
+        walk = self._walk(p)
+        depth = min(self._last_end(start, hist) - p, len(walk) - 1)
+        if depth > 0:
+            found.update(self._text_tokens(p, depth))
+        ends = self.ends
+        for k, here in enumerate(walk):
+            end = p + k
+            if length + k > 0 and end in ends:
+                text = self.sb[start:end]
+                if self._word_ok(start, end) and self._budget(text, hist):
+                    child = here.get(_CLOSE[0])
+                    if child is not None:
+                        tids = child.get(-1)
+                        if tids is not None:
+                            found.update(tids)
+                        self._collect(child, InClose(1, text, hist), found)
+
+    def _walk(self, p: int) -> list[dict]:
+        """The trie nodes along the sentence from byte ``p``: ``[root, node of sb[p], node of sb[p:p+2], ...]``."""
+        walk = self._walk_memo.get(p)
+        if walk is None:
+            walk = [self.trie.root]
+            here, q = self.trie.root, p
+            while q < self.n:
+                here = here.get(self.sb[q])
+                if here is None:
+                    break
+                walk.append(here)
+                q += 1
+            self._walk_memo[p] = walk
+        return walk
+
+    def _text_tokens(self, p: int, depth: int) -> frozenset[int]:
+        """The tokens whose bytes are ``sb[p:p+k]`` for some ``1 <= k <= depth``."""
+        key = (p, depth)
+        res = self._text_memo.get(key)
+        if res is None:
+            ids: set[int] = set()
+            for here in self._walk(p)[1 : depth + 1]:
+                tids = here.get(-1)
+                if tids is not None:
+                    ids.update(tids)
+            res = self._text_memo[key] = frozenset(ids)
+        return res
+
+    def _last_end(self, start: int, hist: History) -> int:
+        """The largest legal end of a span starting at ``start`` (word limit and budget met), or -1: a span
+        text ending at ``p`` (> start) can still be closed legally exactly when ``p`` <= it (as ``_span_live``
+        decides for one occurrence)."""
+        key = (start, hist.counts if self.track_counts else ())
+        res = self._last_end_memo.get(key)
+        if res is None:
+            res = -1
+            limit = self.config.max_span_words
+            ends = self.ends_sorted
+            for i in range(len(ends) - 1, bisect.bisect_left(ends, start + 1) - 1, -1):
+                e = ends[i]
+                if limit is not None and self.words(start, e) > limit:
+                    continue
+                if self._budget(self.sb[start:e], hist):
+                    res = e
+                    break
+            self._last_end_memo[key] = res
+        return res

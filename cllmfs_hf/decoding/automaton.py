@@ -240,23 +240,8 @@ class RowAutomaton:
         res = self._live_memo.get(key)
         if res is not None:
             return res
-        res = False
-        limit = self.config.max_span_words
-        ends = self.ends_sorted
-        if limit is None and not key[2]:
-            # no word limit and nothing emitted (no budget used): any legal end after the text will do
-            res = any(bisect.bisect_left(ends, max(s + length, s + 1)) < len(ends) for s in occ)
-        else:
-            for s in occ:
-                for i in range(bisect.bisect_left(ends, max(s + length, s + 1)), len(ends)):
-                    e = ends[i]
-                    if limit is not None and self.words(s, e) > limit:
-                        break
-                    if self._budget(self.sb[s:e], hist):
-                        res = True
-                        break
-                if res:
-                    break
+        # some legal end at or after the text so far, for some occurrence: the largest one tells
+        res = any(s + max(length, 1) <= self._last_end(s, hist) for s in occ)
         self._live_memo[key] = res
         return res
 

@@ -67,6 +67,16 @@ _LEGACY_TEMPLATE_KEYS = {
 }
 
 
+#: Suffixes of pickled weights, which an adapter folder must not hold (safetensors only).
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def _find_pickles(folder: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix.lower() in _PICKLE_SUFFIXES
+    )
+
+
 def _library_version() -> str:
     from . import __version__
 

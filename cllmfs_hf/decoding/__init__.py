@@ -16,7 +16,7 @@ Where things are:
   bytes, SentencePiece ``▁`` as a space, ``<0xNN>`` byte fallback pieces) and stores them in a byte trie.
   The automaton runs on UTF-8 **bytes**, so a token that is half of a multi-byte character is allowed
   exactly where its bytes continue a legal output. Special tokens other than EOS are never allowed.
-- :mod:`.automaton`: the per-row nondeterministic automaton over bytes and its named states (in the
+- :mod:`.automaton` (its named states in :mod:`.states`): the per-row nondeterministic automaton over bytes (in the
   preamble, in a delimiter, inside a span as the set of input positions where the span text so far occurs,
   or between spans). A token is allowed when the trie walk of its bytes keeps the automaton alive and the
   state it reaches can still end in a legal output (so decoding never reaches a dead end); token boundaries

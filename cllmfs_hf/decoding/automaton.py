@@ -8,7 +8,8 @@ row's input sentence, followed by an end-of-sequence token::
 (without ``[" "] PREAMBLE`` when the prompt already ends with it, ``SpanConstraintConfig.preamble_in_prompt``).
 
 A nondeterministic automaton over UTF-8 bytes tracks where the output is. Each of its configurations is one
-of the named types below; a :data:`State` is the frozenset of configurations the automaton may be in:
+of the named types of :mod:`.states` (re-exported here); a :data:`State` is the frozenset of configurations
+the automaton may be in:
 
 - :class:`BeforeLeadingSpace`: nothing generated yet, before the optional leading space;
 - :class:`InPreamble`: part of the preamble matched;
@@ -27,12 +28,23 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from ..template import CLOSE_DELIMITER, OPEN_DELIMITER, PREAMBLE, span_boundaries
 from .config import SpanConstraintConfig
+from .states import (
+    BeforeLeadingSpace,
+    BetweenSpans,
+    Configuration,
+    History,
+    InClose,
+    InOpen,
+    InPreamble,
+    InSpan,
+    State,
+)
 
 __all__ = [
     "History",
@@ -51,65 +63,6 @@ _PRE = PREAMBLE.encode("utf-8")
 _OPEN = OPEN_DELIMITER.encode("utf-8")
 _CLOSE = CLOSE_DELIMITER.encode("utf-8")
 _WS_BYTES = frozenset(b" \t\n\r\x0b\x0c")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# States
-# ---------------------------------------------------------------------------------------------------------
-# The configurations are NamedTuples: hashable, compared and hashed in C (they are members of the frozenset
-# states that key every memo). No two kinds can compare equal: they differ in arity, or in the type of their
-# first field (InPreamble: int vs BetweenSpans: History; InSpan: tuple of starts vs InClose: int).
-class History(NamedTuple):
-    """What the output holds so far, as far as the constraints care."""
-
-    #: number of complete spans (counted only when the spans are limited, else always 0)
-    spans: int
-    #: sorted ``(span bytes, times emitted)`` pairs (kept only when duplicates are limited, else empty)
-    counts: tuple[tuple[bytes, int], ...]
-
-
-class BeforeLeadingSpace(NamedTuple):
-    """Nothing generated yet: the optional space before the preamble may come."""
-
-
-class InPreamble(NamedTuple):
-    """``matched`` bytes of the preamble generated."""
-
-    matched: int
-
-
-class BetweenSpans(NamedTuple):
-    """After the preamble or a complete item: accepting (EOS or a new open delimiter may follow)."""
-
-    history: History
-
-
-class InOpen(NamedTuple):
-    """``matched`` bytes of the open delimiter ``" <<< "`` generated (0 < matched < its length)."""
-
-    matched: int
-    history: History
-
-
-class InSpan(NamedTuple):
-    """Inside a span of ``length`` bytes; ``starts``: the input positions where the span text so far occurs."""
-
-    starts: tuple[int, ...]
-    length: int
-    history: History
-
-
-class InClose(NamedTuple):
-    """``matched`` bytes of the close delimiter ``" >>>"`` generated after the span ``text``."""
-
-    matched: int
-    text: bytes
-    history: History
-
-
-Configuration = BeforeLeadingSpace | InPreamble | BetweenSpans | InOpen | InSpan | InClose
-#: A state of the nondeterministic automaton: the configurations it may be in (empty: dead).
-State = frozenset
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from ..template import CLOSE_DELIMITER, OPEN_DELIMITER, PREAMBLE, span_boundaries
+from . import states
 from .config import SpanConstraintConfig
 from .states import (
     BeforeLeadingSpace,
@@ -46,18 +47,8 @@ from .states import (
     State,
 )
 
-__all__ = [
-    "History",
-    "BeforeLeadingSpace",
-    "InPreamble",
-    "BetweenSpans",
-    "InOpen",
-    "InSpan",
-    "InClose",
-    "Configuration",
-    "State",
-    "RowAutomaton",
-]
+# the named states are re-exported from here, as before they had a module of their own
+__all__ = [*states.__all__, "RowAutomaton"]
 
 _PRE = PREAMBLE.encode("utf-8")
 _OPEN = OPEN_DELIMITER.encode("utf-8")
@@ -401,20 +392,19 @@ class RowAutomaton:
             text = self.sb[s:end]
             if text not in closed and self._word_ok(s, end) and self._budget(text, hist):
                 closed.add(text)
-                child = here.get(_CLOSE[0])
-                if child is not None:
-                    tids = child.get(-1)
-                    if tids is not None:
-                        found.update(tids)
-                    self._collect(child, InClose(1, text, hist), found)
+                self._collect_close(here, text, hist, found)
         for t, (k, starts) in text_tokens.items():
-            if t in found:
-                continue
-            if len(starts) == 1:  # one occurrence: checked against its last legal end
-                if starts[0] + length + k <= self._last_end(starts[0], hist):
-                    found.add(t)
-            elif self._span_live(starts, length + k, hist):
+            if t not in found and self._span_live(starts, length + k, hist):
                 found.add(t)
+
+    def _collect_close(self, here: dict, text: bytes, hist: History, found: set[int]) -> None:
+        """Add the tokens that, read from trie node ``here``, close the span ``text`` (and go on after it)."""
+        child = here.get(_CLOSE[0])
+        if child is not None:
+            tids = child.get(-1)
+            if tids is not None:
+                found.update(tids)
+            self._collect(child, InClose(1, text, hist), found)
 
     def _span_walk(
         self, node: dict, occ: tuple[int, ...], length: int
@@ -470,12 +460,7 @@ class RowAutomaton:
             if length + k > 0 and end in ends:
                 text = self.sb[start:end]
                 if self._word_ok(start, end) and self._budget(text, hist):
-                    child = here.get(_CLOSE[0])
-                    if child is not None:
-                        tids = child.get(-1)
-                        if tids is not None:
-                            found.update(tids)
-                        self._collect(child, InClose(1, text, hist), found)
+                    self._collect_close(here, text, hist, found)
 
     def _walk(self, p: int) -> list[dict]:
         """The trie nodes along the sentence from byte ``p``: ``[root, node of sb[p], node of sb[p:p+2], ...]``."""

@@ -87,6 +87,9 @@ def main() -> None:
         "logs": [h for h in trainer.state.log_history if "loss" in h],
     }
     Path(cli.output, f"rank{report['rank']}.json").write_text(json.dumps(report, indent=1))
+    # end the process group before exit, as accelerate asks: a rank once aborted ("terminate called without
+    # an active exception") while the interpreter tore down a live gloo group
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

@@ -69,7 +69,13 @@ from cllmfs_hf import training  # noqa: E402
 from cllmfs_hf.data.descriptions import read_descriptions  # noqa: E402
 from cllmfs_hf.data.readers import find_splits, read_dataset  # noqa: E402
 from cllmfs_hf.data.records import build_records, label_set  # noqa: E402
-from cllmfs_hf.data.sampling import SamplingError, greedy_kshot  # noqa: E402
+from cllmfs_hf.data.sampling import (  # noqa: E402
+    RARE_TYPE_POLICIES,
+    SamplingError,
+    greedy_kshot,
+    rare_type_counts,
+    restrict_labels,
+)
 from cllmfs_hf.data.types import AnnotatedSentence, Mention  # noqa: E402
 from cllmfs_hf.evaluation import NERScores, evaluate_sentences  # noqa: E402
 from cllmfs_hf.models import DEFAULT_MODEL  # noqa: E402
@@ -245,6 +251,15 @@ class BenchConfig:
         },
     )
     test_sample_seed: int = field(default=0, metadata={"help": "Seed of the fixed test sample."})
+    eval_split: str = field(
+        default="test",
+        metadata={
+            "help": "Split every system is scored on: 'test' (the reported table) or 'dev' (for choosing settings: "
+            "sweeps and defaults are chosen on dev, never on test). The result's 'test' fields then hold the dev "
+            "sentences, and config.eval_split says so.",
+            "choices": ["test", "dev"],
+        },
+    )
     max_steps: int | None = field(
         default=None,
         metadata={
@@ -271,6 +286,15 @@ class BenchConfig:
     )
     negative_ratio: float = field(
         default=1.0, metadata={"help": "Share of negative records (sentence x absent type) kept, in [0, 1]."}
+    )
+    rare_types: str = field(
+        default="take_all",
+        metadata={
+            "help": "A type with fewer than K mentions in the train split: 'take_all' (every mention it has, as "
+            "the few-shot literature does), 'skip' (left out of that K's task: its records and its test mentions), "
+            "or 'error'. Each run's JSON lists such types under rare_types.",
+            "choices": list(RARE_TYPE_POLICIES),
+        },
     )
     contrastive_weight: float | None = field(
         default=None,
@@ -380,6 +404,10 @@ class BenchConfig:
             raise ValueError(f"--source_sentences must be >= 1, got {self.source_sentences}.")
         if self.source_steps is not None and self.source_steps < 1:
             raise ValueError(f"--source_steps must be >= 1 (or unset), got {self.source_steps}.")
+        if self.rare_types not in RARE_TYPE_POLICIES:
+            raise ValueError(f"--rare_types must be one of {list(RARE_TYPE_POLICIES)}, got {self.rare_types!r}.")
+        if self.eval_split not in ("test", "dev"):
+            raise ValueError(f"--eval_split must be 'test' or 'dev', got {self.eval_split!r}.")
         self.k = sorted(set(self.k))
         for name in ("max_test_sentences", "max_steps"):
             value = getattr(self, name)
@@ -482,12 +510,14 @@ def load_dataset_folder(
     max_test_sentences: int | None = None,
     sample_seed: int = 0,
     name: str | None = None,
+    eval_split: str = "test",
 ) -> DatasetBundle:
     """Read a dataset folder: its splits (``cllmfs_hf.data.readers.find_splits``), descriptions and test sample.
 
     The entity types are the labels of the train split. The test sample is ``max_test_sentences`` indices drawn
     without replacement with ``random.Random(sample_seed)`` and kept in file order (all sentences when unset or
-    when the split is smaller).
+    when the split is smaller). ``eval_split="dev"`` scores on the dev split instead (for choosing settings); the
+    bundle's ``test`` then holds dev sentences.
 
     Example:
         >>> b = load_dataset_folder("../shared/data/crossner/politics", max_test_sentences=40)  # doctest: +SKIP
@@ -496,7 +526,7 @@ def load_dataset_folder(
     """
     folder = Path(folder)
     splits = find_splits(folder)
-    for needed in ("train", "test"):
+    for needed in ("train", eval_split):
         if needed not in splits:
             raise ValueError(
                 f"{folder}: no {needed} split found (found {sorted(splits) or 'none'}: "
@@ -504,11 +534,11 @@ def load_dataset_folder(
                 "(e.g. train.txt, test.txt), or split a single file into train and test yourself."
             )
     train = read_dataset(splits["train"])
-    test_all = read_dataset(splits["test"])
+    test_all = read_dataset(splits[eval_split])
     if not train:
         raise ValueError(f"{splits['train']}: the train split holds no sentence.")
     if not test_all:
-        raise ValueError(f"{splits['test']}: the test split holds no sentence.")
+        raise ValueError(f"{splits[eval_split]}: the {eval_split} split holds no sentence.")
     entity_types = label_set(train)
     if not entity_types:
         raise ValueError(f"{splits['train']}: the train split has no entity mention; nothing to learn.")
@@ -1048,7 +1078,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     cells = {(row["dataset"], row["k"], row["system"]): row for row in result["table"]}
     names = list(result["datasets"]) + ["average"]
     lines = [
-        "# Few-shot NER benchmark",
+        "# Few-shot NER benchmark"
+        + (" (DEV split: for choosing settings, not a reported result)" if cfg.get("eval_split") == "dev" else ""),
         "",
         f"Model `{cfg['model']}`; K in {cfg['k']}; seeds {cfg['seeds']}; steps per trained run: {_steps_rule(cfg)}; "
         f"learning rate {cfg['learning_rate']}. Exact-span micro F1 in percent, mean +- sample std over seeds.",
@@ -1057,7 +1088,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     for name in list(result["datasets"]):
         info = result["datasets"][name]
         lines.append(
-            f"- `{name}`: {info['test_sentences_used']} of {info['test_sentences_total']} test sentences, "
+            f"- `{name}`: {info['test_sentences_used']} of {info['test_sentences_total']} "
+            f"{cfg.get('eval_split', 'test')} sentences, "
             f"{len(info['entity_types'])} type{'' if len(info['entity_types']) == 1 else 's'}"
             + (
                 f"; test-only labels (counted as misses for every system): {info['test_only_labels']}"
@@ -1404,7 +1436,11 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     # Read every dataset first: a bad folder fails before any training.
     bundles = [
         load_dataset_folder(
-            folder, max_test_sentences=cfg.max_test_sentences, sample_seed=cfg.test_sample_seed, name=name
+            folder,
+            max_test_sentences=cfg.max_test_sentences,
+            sample_seed=cfg.test_sample_seed,
+            name=name,
+            eval_split=cfg.eval_split,
         )
         for folder, name in zip(cfg.datasets, _dataset_names(cfg.datasets))
     ]
@@ -1427,12 +1463,24 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
             _log(
                 f"{b.name}: test labels absent from train {b.test_only_labels} count as misses for every system."
             )
-    for b in bundles:
+    for dataset in bundles:
         zero_shot: dict[str, Any] | None = None
         for k in cfg.k:
+            rare = rare_type_counts(dataset.train, k, labels=dataset.entity_types)
+            b = dataset
+            if rare:
+                _log(f"{b.name} K={k}: types with fewer than {k} train mentions ({cfg.rare_types}): {rare}")
+            if rare and cfg.rare_types == "skip":
+                kept = [t for t in b.entity_types if t not in rare]
+                b = dataclasses.replace(
+                    b, entity_types=kept, test=[restrict_labels(s, kept) for s in b.test]
+                )
+                zero_shot = None  # another task: the zero-shot answers of the full type set do not apply
             for seed in cfg.seeds:
                 try:
-                    support = greedy_kshot(b.train, k, seed=seed)
+                    support = greedy_kshot(
+                        b.train, k, labels=b.entity_types, seed=seed, rare_types=cfg.rare_types
+                    )
                 except SamplingError as exc:
                     raise SamplingError(f"{b.name} ({b.files['train']}), K={k}: {exc}") from exc
                 records = build_records(
@@ -1461,7 +1509,14 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
                         run = _run_system(system, cfg, b, support, records, steps, seed, source)
                         if system == "zero_shot":
                             zero_shot = run
-                    run = {"dataset": b.name, "k": k, "seed": seed, **run}
+                    run = {
+                        "dataset": b.name,
+                        "k": k,
+                        "seed": seed,
+                        **run,
+                        "rare_types": dict(rare),
+                        "skipped_types": sorted(rare) if cfg.rare_types == "skip" else [],
+                    }
                     result["runs"].append(run)
                     _log(
                         f"  {system:<15} F1 {100 * run['f1']:5.1f}  P {100 * run['precision']:5.1f}  R {100 * run['recall']:5.1f}  "

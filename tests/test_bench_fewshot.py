@@ -470,8 +470,9 @@ def test_recipes_hold_the_old_preset_values(tmp_path: Path, monkeypatch) -> None
         (Path(fewshot.__file__).parent / "results" / "quick-cpu.json").read_text(encoding="utf-8")
     )["config"]
     expected = {**defaults, **old_quick, "datasets": committed["datasets"]}
-    assert set(expected) == set(committed)
-    assert committed == expected
+    # A field added after that run is absent from it; every field it has holds the recipe's value.
+    assert set(committed) <= set(expected)
+    assert committed == {name: expected[name] for name in committed}
 
     # Explicit flags override the recipe; a recipe with an unknown key, or an unknown recipe, fails.
     cfg = config_from_args(["--config", str(fewshot.RECIPES_DIR / "quick.yaml"), "--seeds", "3"])

@@ -18,6 +18,7 @@ from cllmfs_hf.data.sampling import (
     SamplingError,
     episode_seed,
     greedy_kshot,
+    rare_type_counts,
     sample_episode,
     sample_episodes,
 )
@@ -120,7 +121,18 @@ def test_greedy_kshot_labels_restrict_and_do_not_mutate(politics_head):
 @NEEDS_FEWNERD
 def test_greedy_kshot_error_names_the_short_type_on_fewnerd(fewnerd):
     with pytest.raises(SamplingError, match=r"fewer than k=50 .*'art-painting': 46"):
-        greedy_kshot(fewnerd, 50)
+        greedy_kshot(fewnerd, 50, rare_types="error")
+
+
+@NEEDS_FEWNERD
+def test_greedy_kshot_takes_all_of_a_rare_type_on_fewnerd_and_warns(fewnerd, caplog):
+    """The literature's rule: a type short of K in the pool gets every mention it has; the run goes on."""
+    with caplog.at_level("WARNING", logger="cllmfs_hf.data.sampling"):
+        support = greedy_kshot(fewnerd, 50, seed=0)
+    got = counts(support)
+    assert got["art-painting"] == 46
+    assert all(got[t] >= 50 for t in counts(fewnerd) if t != "art-painting")
+    assert "'art-painting': 46" in caplog.text and "take_all" in caplog.text
 
 
 def test_greedy_kshot_errors(politics_head):
@@ -148,14 +160,39 @@ def test_greedy_kshot_property(pool, k, seed):
         for labels in pool
     ]
     pool_counts = counts(sentences)
-    if not pool_counts or min(pool_counts.values()) < k:
-        with pytest.raises(SamplingError):
+    if not pool_counts:
+        with pytest.raises(SamplingError, match="no mention at all"):
             greedy_kshot(sentences, k, seed=seed)
         return
+    short = {t for t, n in pool_counts.items() if n < k}
+    if short:
+        with pytest.raises(SamplingError, match="fewer than k="):
+            greedy_kshot(sentences, k, seed=seed, rare_types="error")
     support = greedy_kshot(sentences, k, seed=seed)
     got = counts(support)
-    assert all(got[t] >= k for t in pool_counts)
+    # take_all: a short type gets every mention of the pool, the others at least k
+    assert all(got[t] >= min(k, pool_counts[t]) for t in pool_counts)
+    assert all(got[t] == pool_counts[t] for t in short)
     assert support == greedy_kshot(sentences, k, seed=seed)
+    if short == set(pool_counts):
+        with pytest.raises(SamplingError, match="leaves nothing to sample"):
+            greedy_kshot(sentences, k, seed=seed, rare_types="skip")
+    else:
+        skipped = counts(greedy_kshot(sentences, k, seed=seed, rare_types="skip"))
+        assert set(skipped) == set(pool_counts) - short and all(n >= k for n in skipped.values())
+
+
+def test_rare_type_counts_and_policy_names(politics_head):
+    pool = [
+        AnnotatedSentence.from_tokens(["Ada", "Oslo"], [(0, 1, "PER"), (1, 2, "LOC")]),
+        AnnotatedSentence.from_tokens(["Bob", "Eve"], [(0, 1, "PER"), (1, 2, "PER")]),
+    ]
+    assert rare_type_counts(pool, 2) == {"LOC": 1}
+    assert rare_type_counts(pool, 2, labels=["PER"]) == {}
+    skipped = greedy_kshot(pool, 2, rare_types="skip")
+    assert counts(skipped) == {"PER": 3} and counts(pool)["LOC"] == 1  # copies, pool untouched
+    with pytest.raises(ValueError, match=r"rare_types='some'; choose one of \['take_all', 'skip', 'error'\]"):
+        greedy_kshot(pool, 2, rare_types="some")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .readers import read_dataset
 from .records import label_set
+from .sampling import RARE_TYPE_POLICIES
 from .types import AnnotatedSentence
 
 __all__ = ["DEMO_DATA_DIR", "DataArguments", "load_job_data"]
@@ -70,6 +71,15 @@ class DataArguments:
         },
     )
     sample_seed: int = field(default=42, metadata={"help": "Seed of the K-shot sampling."})
+    rare_types: str = field(
+        default="take_all",
+        metadata={
+            "help": "With --k_shot, a type that has fewer than K mentions in the training data: 'take_all' (every "
+            "mention it has, with a warning), 'skip' (left out of the job: of training and of the test gold, with a "
+            "warning) or 'error'.",
+            "choices": list(RARE_TYPE_POLICIES),
+        },
+    )
     negative_ratio: float = field(
         default=1.0,
         metadata={
@@ -89,6 +99,8 @@ class DataArguments:
     def __post_init__(self) -> None:
         if self.k_shot is not None and self.k_shot < 1:
             raise ValueError(f"--k_shot must be >= 1, got {self.k_shot}.")
+        if self.rare_types not in RARE_TYPE_POLICIES:
+            raise ValueError(f"--rare_types must be one of {list(RARE_TYPE_POLICIES)}, got {self.rare_types!r}.")
         if not 0.0 <= self.negative_ratio <= 1.0:
             raise ValueError(f"--negative_ratio must be in [0, 1], got {self.negative_ratio}.")
         if self.max_test_sentences is not None and self.max_test_sentences < 1:
@@ -109,7 +121,7 @@ def load_job_data(
     data_args: DataArguments,
 ) -> tuple[list[AnnotatedSentence], list[AnnotatedSentence], str, str]:
     """(support sentences, test sentences, train source, test source) as the arguments describe."""
-    from .sampling import greedy_kshot
+    from .sampling import greedy_kshot, rare_type_counts, restrict_labels
 
     if data_args.dataset_name:
         import datasets
@@ -143,9 +155,17 @@ def load_job_data(
                 f"{label_set(train)}): fix the names or the file."
             )
     if data_args.k_shot is not None:
+        rare = rare_type_counts(train, data_args.k_shot, labels=data_args.entity_types)
         train = greedy_kshot(
-            train, data_args.k_shot, labels=data_args.entity_types, seed=data_args.sample_seed
+            train,
+            data_args.k_shot,
+            labels=data_args.entity_types,
+            seed=data_args.sample_seed,
+            rare_types=data_args.rare_types,
         )
+        if rare and data_args.rare_types == "skip":
+            kept = label_set(train)
+            test = [restrict_labels(s, kept) for s in test]
     if data_args.max_test_sentences is not None:
         test = test[: data_args.max_test_sentences]
     if not train:

@@ -6,7 +6,8 @@ given (restricted copies are returned where mentions have to be removed) and rai
 
 - :func:`greedy_kshot` - the greedy rule of Yang & Katiyar (2020), used by most few-shot NER benchmarks
   (CrossNER-style K-shot training sets): visit the types from the rarest to the most frequent and add random
-  sentences that contain the type until it has at least K mentions. Every type ends with >= K mentions;
+  sentences that contain the type until it has at least K mentions. Every type ends with >= K mentions
+  (a type with fewer in the whole pool gets all it has, with a warning, or is skipped: ``rare_types``);
   frequent types usually get more, because sentences picked for rarer types also carry them.
 - :func:`sample_episode` / :func:`sample_episodes` - the greedy N-way K~2K-shot rule of Few-NERD (Ding et
   al. 2021): each of the N types has between K and 2K mentions in the support set, and between Q and 2Q in
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,12 +36,19 @@ from typing import Literal
 
 from .types import AnnotatedSentence
 
+logger = logging.getLogger(__name__)
+
+#: How greedy_kshot treats a type with fewer than K mentions in the whole pool (see its docstring).
+RARE_TYPE_POLICIES = ("take_all", "skip", "error")
+
 __all__ = [
     "SamplingError",
     "Episode",
     "count_mentions",
     "restrict_labels",
     "greedy_kshot",
+    "rare_type_counts",
+    "RARE_TYPE_POLICIES",
     "sample_episode",
     "sample_episodes",
     "episode_seed",
@@ -109,12 +118,30 @@ def _label_pool(
     return totals, chosen
 
 
+def rare_type_counts(
+    sentences: Sequence[AnnotatedSentence], k: int, *, labels: Iterable[str] | None = None
+) -> dict[str, int]:
+    """The types (of ``labels``, default all) with fewer than ``k`` mentions in the pool -> their counts.
+
+    Example:
+        >>> from cllmfs_hf.data.types import AnnotatedSentence
+        >>> pool = [AnnotatedSentence.from_tokens(["Ada", "Oslo"], [(0, 1, "PER"), (1, 2, "LOC")]),
+        ...         AnnotatedSentence.from_tokens(["Bob"], [(0, 1, "PER")])]
+        >>> rare_type_counts(pool, 2)
+        {'LOC': 1}
+    """
+    _check_positive(k=k)
+    totals, chosen = _label_pool(sentences, labels)
+    return {t: totals[t] for t in chosen if totals[t] < k}
+
+
 def greedy_kshot(
     sentences: Sequence[AnnotatedSentence],
     k: int,
     *,
     labels: Iterable[str] | None = None,
     seed: int = 0,
+    rare_types: str = "take_all",
 ) -> list[AnnotatedSentence]:
     """A greedy K-shot support set (Yang & Katiyar 2020, Algorithm 1).
 
@@ -126,10 +153,16 @@ def greedy_kshot(
     With ``labels`` given, only those types are sampled and mentions of other types are removed from the
     returned copies (they would otherwise be unlabelled entities of types outside the task); without
     ``labels`` the pool's own sentence objects are returned. The result keeps the pool order; it is a pure
-    function of (pool order, ``k``, ``labels``, ``seed``).
+    function of (pool order, ``k``, ``labels``, ``seed``, ``rare_types``).
+
+    A type with fewer than ``k`` mentions in the whole pool (see :func:`rare_type_counts`) is handled as the
+    few-shot literature does, by ``rare_types``: ``"take_all"`` (default) takes every sentence that has it and
+    warns; ``"skip"`` leaves the type out (its mentions are removed from the returned copies) and warns;
+    ``"error"`` raises :class:`SamplingError`.
 
     Raises:
-        SamplingError: a type has fewer than ``k`` mentions in the whole pool, or a requested label is absent.
+        SamplingError: ``rare_types="error"`` and a type is short, a requested label is absent, or every type
+            is skipped.
 
     Example:
         >>> from cllmfs_hf.data.types import AnnotatedSentence
@@ -139,12 +172,36 @@ def greedy_kshot(
         [('LOC', 2), ('PER', 2)]
     """
     _check_positive(k=k)
+    if rare_types not in RARE_TYPE_POLICIES:
+        raise ValueError(f"rare_types={rare_types!r}; choose one of {list(RARE_TYPE_POLICIES)}.")
     totals, chosen = _label_pool(sentences, labels)
     short = {t: totals[t] for t in chosen if totals[t] < k}
-    if short:
+    if short and rare_types == "error":
         raise SamplingError(
-            f"types with fewer than k={k} mentions in the pool: {short}. Fix: lower k, add sentences, or "
-            f"leave those types out with labels=[...]."
+            f"types with fewer than k={k} mentions in the pool: {short}. Fix: lower k, add sentences, "
+            "leave those types out with labels=[...], or pass rare_types='take_all' / 'skip'."
+        )
+    if short and rare_types == "skip":
+        chosen = [t for t in chosen if t not in short]
+        if not chosen:
+            raise SamplingError(
+                f"every type has fewer than k={k} mentions in the pool ({short}), so rare_types='skip' leaves "
+                "nothing to sample. Fix: lower k or use rare_types='take_all'."
+            )
+        logger.warning(
+            "K=%d: types with fewer than %d mentions in the pool are left out of the support set (rare_types="
+            "'skip'): %s.",
+            k,
+            k,
+            short,
+        )
+        labels = chosen  # the copies drop the skipped types' mentions
+    elif short:
+        logger.warning(
+            "K=%d: types with fewer than %d mentions in the pool get all they have (rare_types='take_all'): %s.",
+            k,
+            k,
+            short,
         )
     keep = set(chosen)
     counts_per_sentence = [Counter(m.label for m in s.mentions if m.label in keep) for s in sentences]
@@ -153,17 +210,18 @@ def greedy_kshot(
     picked: set[int] = set()
     have: Counter[str] = Counter()
     for t in order:
-        if have[t] >= k:
+        target = min(k, totals[t])
+        if have[t] >= target:
             continue
         candidates = [i for i, c in enumerate(counts_per_sentence) if c[t] and i not in picked]
         rng.shuffle(candidates)
         for i in candidates:
-            if have[t] >= k:
+            if have[t] >= target:
                 break
             picked.add(i)
             have.update(counts_per_sentence[i])
-        if have[t] < k:  # unreachable given the check above; kept as a guard against silent short sets
-            raise SamplingError(f"could not reach k={k} mentions of {t!r} (got {have[t]}).")
+        if have[t] < target:  # unreachable: every pool mention of t is reachable; a guard against short sets
+            raise SamplingError(f"could not reach {target} mentions of {t!r} (got {have[t]}).")
     out = []
     for i in sorted(picked):
         s = sentences[i]

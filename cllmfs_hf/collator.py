@@ -20,7 +20,8 @@ completion is entirely truncated is kept (it adds no LM loss) and reported in a 
 
 Batch keys: ``input_ids``, ``attention_mask``, ``labels`` (+ ``position_ids`` under left padding) and
 
-- ``cl_anchor_span`` ``[B, 2]``: type-name tokens ``[start, end)`` (``-1`` when cut by truncation)
+- ``cl_anchor_span`` ``[B, 2]``: type-name tokens ``[start, end)``, or the last prompt token with
+  ``anchor="prompt_end"`` (``-1`` when cut by truncation)
 - ``cl_positive_spans`` ``[B, M, 2]``: gold mentions of the record's type, ``-1``-padded
 - ``cl_negative_spans`` ``[B, M, K, 2]``: per mention, boundary-shifted spans, other-type mentions and
   non-entity spans, ``-1``-padded
@@ -46,7 +47,7 @@ from typing import Any
 
 import torch
 
-from .config import NegativeSamplingConfig
+from .config import CONTRASTIVE_ANCHORS, NegativeSamplingConfig
 
 __all__ = ["CLLMFSDataCollator", "EncodedRecord", "REQUIRED_RECORD_KEYS", "SPAN_KEYS"]
 
@@ -102,6 +103,13 @@ class CLLMFSDataCollator:
     seed: int = field(
         default=0, metadata={"help": "Seed of the (per-record deterministic) non-entity sampling."}
     )
+    anchor: str = field(
+        default="type_name",
+        metadata={
+            "help": "What cl_anchor_span points at: 'type_name' (the type-name tokens of the instruction) or "
+            "'prompt_end' (the last prompt token, the one the answer is generated from)."
+        },
+    )
     chat_template_kwargs: dict[str, Any] | None = field(
         default=None, metadata={"help": "Extra keyword arguments for apply_chat_template."}
     )
@@ -123,6 +131,8 @@ class CLLMFSDataCollator:
             )
         if self.padding_side is None:
             self.padding_side = self.tokenizer.padding_side
+        if self.anchor not in CONTRASTIVE_ANCHORS:
+            raise ValueError(f"anchor must be one of {list(CONTRASTIVE_ANCHORS)}, got {self.anchor!r}.")
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}.")
         if self.max_length is not None and self.max_length < 1:
@@ -212,6 +222,8 @@ class CLLMFSDataCollator:
         anchor = to_tokens(int(type_start), int(type_end))
         if anchor is None:
             unmapped += 1
+        elif self.anchor == "prompt_end":
+            anchor = (prompt_len - 1, prompt_len)
         sent_off = int(record["sentence_offset"])
         sentence_len = (
             len(record["sentence"]) if record.get("sentence") is not None else len(content) - sent_off

@@ -32,6 +32,7 @@ __all__ = [
     "AdversarialConfig",
     "CLLMFSConfig",
     "CLLMFS_FIELD_GROUPS",
+    "CONTRASTIVE_ANCHORS",
     "ContrastiveConfig",
     "NegativeSamplingConfig",
     "check_layer_spec",
@@ -41,6 +42,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _POOLINGS = ("mean", "endpoints")
+#: What the InfoNCE anchor is (the collator points cl_anchor_span at it).
+CONTRASTIVE_ANCHORS = ("type_name", "prompt_end")
+_ANCHORS = CONTRASTIVE_ANCHORS
+_CENTERINGS = ("none", "prompt_mean", "prompt_standardize")
+_EPSILON_SCALES = ("absolute", "embedding_norm")
 _ADVERSARIAL_MODES = ("none", "fgm")
 _ADVERSARIAL_NORMS = ("sequence", "token")
 
@@ -130,6 +136,31 @@ class ContrastiveConfig:
             "choices": list(_POOLINGS),
         },
     )
+    contrastive_anchor: str = field(
+        default="type_name",
+        metadata={
+            "help": "Anchor of the InfoNCE term: 'type_name' (mean state of the type-name tokens of the "
+            "instruction) or 'prompt_end' (the state of the last prompt token, which in a causal decoder has seen "
+            "the type, its description and the sentence).",
+            "choices": list(_ANCHORS),
+        },
+    )
+    contrastive_centering: str = field(
+        default="none",
+        metadata={
+            "help": "Anisotropy correction before the cosines: 'none'; 'prompt_mean' (subtract each sequence's "
+            "mean state over its non-padding prompt tokens, which removes the direction all states share); "
+            "'prompt_standardize' (also divide each dimension by its standard deviation over those tokens).",
+            "choices": list(_CENTERINGS),
+        },
+    )
+    contrastive_warmup_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the training steps over which the contrastive weight ramps linearly from 0 to "
+            "contrastive_weight, in [0, 1) (0 = the full weight from the first step)."
+        },
+    )
     decoder_layers_path: str | None = field(
         default=None,
         metadata={
@@ -151,9 +182,17 @@ class ContrastiveConfig:
                 f"CLLMFSConfig: contrastive_temperature must be > 0, got {self.contrastive_temperature} (try 0.1)."
             )
         check_layer_spec(self.contrastive_layer)
-        if self.contrastive_pooling not in _POOLINGS:
+        for name, choices in (
+            ("contrastive_pooling", _POOLINGS),
+            ("contrastive_anchor", _ANCHORS),
+            ("contrastive_centering", _CENTERINGS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"CLLMFSConfig: {name}={getattr(self, name)!r}; choose one of {list(choices)}.")
+        if not 0.0 <= self.contrastive_warmup_ratio < 1.0:
             raise ValueError(
-                f"CLLMFSConfig: contrastive_pooling={self.contrastive_pooling!r}; choose one of {list(_POOLINGS)}."
+                f"CLLMFSConfig: contrastive_warmup_ratio must be in [0, 1), got {self.contrastive_warmup_ratio} "
+                "(0 = no warm-up)."
             )
 
     @property
@@ -257,6 +296,15 @@ class AdversarialConfig:
             "Scale it with the model's embedding norms: too large and the model learns to answer 'none'."
         },
     )
+    adversarial_epsilon_scale: str = field(
+        default="absolute",
+        metadata={
+            "help": "What epsilon measures: 'absolute' (the perturbation's L2 norm per `adversarial_norm` unit) or "
+            "'embedding_norm' (a fraction of the clean embedding outputs' L2 norm over the same unit, so one value "
+            "works across models whose embedding scales differ; 0.05 = a 5% perturbation).",
+            "choices": list(_EPSILON_SCALES),
+        },
+    )
     adversarial_norm: str = field(
         default="sequence",
         metadata={
@@ -285,6 +333,11 @@ class AdversarialConfig:
             raise ValueError(
                 f"CLLMFSConfig: adversarial_epsilon must be > 0, got {self.adversarial_epsilon} "
                 "(set adversarial='none' to switch the term off)."
+            )
+        if self.adversarial_epsilon_scale not in _EPSILON_SCALES:
+            raise ValueError(
+                f"CLLMFSConfig: adversarial_epsilon_scale={self.adversarial_epsilon_scale!r}; choose one of "
+                f"{list(_EPSILON_SCALES)}."
             )
         if self.adversarial_norm not in _ADVERSARIAL_NORMS:
             raise ValueError(

@@ -36,6 +36,7 @@ __all__ = [
     "ContrastiveTerms",
     "contrastive_loss_terms",
     "count_contrastive_pairs",
+    "center_states",
     "fgm_perturbation",
 ]
 
@@ -123,6 +124,40 @@ def info_nce(
     return -torch.log_softmax(logits, dim=-1)[:, 0]
 
 
+def center_states(hidden: torch.Tensor, token_mask: torch.Tensor, centering: str) -> torch.Tensor:
+    """``hidden`` ``[B, T, H]`` corrected for anisotropy with statistics over each row's ``token_mask`` ``[B, T]``.
+
+    ``"prompt_mean"`` subtracts each row's mean state over its masked tokens (the direction every state of a
+    decoder shares, which puts any two cosines near 0.7); ``"prompt_standardize"`` also divides each dimension by
+    its standard deviation over those tokens; ``"none"`` returns ``hidden``. Pooling is linear with weights that
+    sum to 1, so centring the states equals centring every pooled span. A row without masked tokens is unchanged.
+
+    Example:
+        >>> h = torch.tensor([[[1.0, 2.0], [3.0, 2.0], [9.0, 9.0]]])
+        >>> center_states(h, torch.tensor([[True, True, False]]), "prompt_mean")
+        tensor([[[-1.,  0.],
+                 [ 1.,  0.],
+                 [ 7.,  7.]]])
+    """
+    if centering == "none":
+        return hidden
+    if centering not in ("prompt_mean", "prompt_standardize"):
+        raise ValueError(f"Unknown centering {centering!r}: use 'none', 'prompt_mean' or 'prompt_standardize'.")
+    if token_mask.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"token_mask must be [B, T] = {tuple(hidden.shape[:2])}, got {tuple(token_mask.shape)}."
+        )
+    w = token_mask.to(hidden.dtype)[..., None]  # [B, T, 1]
+    count = w.sum(1, keepdim=True)  # [B, 1, 1]
+    mean = (hidden * w).sum(1, keepdim=True) / count.clamp(min=1)
+    centred = hidden - mean * (count > 0).to(hidden.dtype)
+    if centering == "prompt_mean":
+        return centred
+    var = (centred.pow(2) * w).sum(1, keepdim=True) / count.clamp(min=1)
+    scale = torch.where(count > 0, (var + 1e-6).rsqrt(), torch.ones_like(var))
+    return centred * scale
+
+
 @dataclass
 class ContrastiveTerms:
     """Result of :func:`contrastive_loss_terms`.
@@ -148,11 +183,14 @@ def contrastive_loss_terms(
     temperature: float,
     pooling: str = "mean",
     in_batch_negatives: bool = True,
+    centering: str = "none",
+    token_mask: torch.Tensor | None = None,
 ) -> ContrastiveTerms:
     """InfoNCE summed over every (anchor, gold mention) pair of a batch of hidden states ``[B, T, H]``.
 
     Negatives of a mention: its row's ``negative_spans`` plus, with ``in_batch_negatives``, the gold mentions of
-    the rows whose ``row_labels`` differ. A batch without pairs returns an exact 0 (never NaN).
+    the rows whose ``row_labels`` differ. A batch without pairs returns an exact 0 (never NaN). ``centering``
+    other than ``"none"`` needs ``token_mask`` ``[B, T]`` (the prompt tokens): see :func:`center_states`.
     """
     bsz, seq_len, hidden_size = hidden.shape
     num_m = positive_spans.shape[1]
@@ -164,6 +202,10 @@ def contrastive_loss_terms(
         return ContrastiveTerms(hidden.new_zeros((), dtype=torch.float32), 0, float("nan"), float("nan"))
 
     hidden = hidden.float()
+    if centering != "none":
+        if token_mask is None:
+            raise ValueError(f"centering={centering!r} needs token_mask (the [B, T] prompt-token mask).")
+        hidden = center_states(hidden, token_mask, centering)
     anchor, _ = pool_spans(hidden, anchor_spans[:, None, :], "mean")  # [B, 1, H]
     positive, _ = pool_spans(hidden, positive_spans, pooling)  # [B, M, H]
     num_k = negative_spans.shape[2]
@@ -206,11 +248,14 @@ def fgm_perturbation(
     epsilon: float,
     norm: str = "sequence",
     attention_mask: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The FGM perturbation ``r = epsilon * g / ||g||`` for embedding-output gradients ``grad`` ``[B, T, H]``.
 
     ``norm="sequence"`` normalises each sequence over all its (non-padding) tokens; ``"token"`` each token.
-    A zero gradient gives a zero perturbation (never NaN). Padding positions get 0.
+    A zero gradient gives a zero perturbation (never NaN). Padding positions get 0. With ``reference`` (the
+    clean embedding outputs, ``[B, T, H]``) epsilon is relative: ``||r|| = epsilon * ||reference||`` over the
+    same unit, so ``epsilon=0.05`` is a 5% perturbation whatever the model's embedding scale.
 
     Example:
         >>> r = fgm_perturbation(torch.ones(2, 3, 4), epsilon=2.0)
@@ -219,14 +264,18 @@ def fgm_perturbation(
     """
     if grad.dim() != 3:
         raise ValueError(f"grad must be [batch, seq, hidden], got shape {tuple(grad.shape)}.")
+    if norm not in ("sequence", "token"):
+        raise ValueError(f"Unknown adversarial norm {norm!r}: use 'sequence' or 'token'.")
+
+    def unit_norm(x: torch.Tensor) -> torch.Tensor:
+        if attention_mask is not None:
+            x = x * attention_mask[..., None].to(x.dtype)
+        return x.flatten(1).norm(dim=1)[:, None, None] if norm == "sequence" else x.norm(dim=-1, keepdim=True)
+
     g = grad.detach().float()
     if attention_mask is not None:
         g = g * attention_mask[..., None].to(g.dtype)
-    if norm == "sequence":
-        scale = g.flatten(1).norm(dim=1)[:, None, None]
-    elif norm == "token":
-        scale = g.norm(dim=-1, keepdim=True)
-    else:
-        raise ValueError(f"Unknown adversarial norm {norm!r}: use 'sequence' or 'token'.")
-    r = torch.where(scale > 0, epsilon * g / scale.clamp(min=torch.finfo(g.dtype).tiny), torch.zeros_like(g))
+    scale = unit_norm(g)
+    step = epsilon if reference is None else epsilon * unit_norm(reference.detach().float())
+    r = torch.where(scale > 0, step * g / scale.clamp(min=torch.finfo(g.dtype).tiny), torch.zeros_like(g))
     return r.to(grad.dtype)

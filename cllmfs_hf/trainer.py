@@ -115,6 +115,7 @@ class CLLMFSTrainer(SFTTrainer):
                 completion_only_loss=args.completion_only_loss is not False,
                 negatives=NegativeSamplingConfig.from_config(args),
                 seed=args.seed,
+                anchor=args.contrastive_anchor,
             )
         super().__init__(
             model,
@@ -364,6 +365,12 @@ class CLLMFSTrainer(SFTTrainer):
         spans = {k: inputs.pop(k) for k in SPAN_KEYS if k in inputs}
         mode = "train" if self.model.training else "eval"
         use_cl = args.contrastive_enabled and bool(spans)
+        prompt_mask = None
+        if use_cl and args.contrastive_centering != "none":
+            # The prompt's own tokens (no padding, no answer) give each row's mean state.
+            prompt_mask = inputs["attention_mask"].bool()
+            if "labels" in inputs:
+                prompt_mask = prompt_mask & (inputs["labels"] == -100)
         capture = HiddenCapture(self._decoder_layers[self.contrastive_layer_index]) if use_cl else None
         with capture if capture is not None else contextlib.nullcontext():
             result = super().compute_loss(
@@ -393,6 +400,8 @@ class CLLMFSTrainer(SFTTrainer):
                 temperature=args.contrastive_temperature,
                 pooling=args.contrastive_pooling,
                 in_batch_negatives=args.in_batch_negatives,
+                centering=args.contrastive_centering,
+                token_mask=prompt_mask,
             )
             if training and self._pairs_in_step is not None and self._ga_scaled(num_items_in_batch):
                 # Normalise by the pairs of the whole accumulated batch, like TRL's token count for the LM loss.
@@ -402,7 +411,7 @@ class CLLMFSTrainer(SFTTrainer):
                     cl = cl * self.accelerator.num_processes
             else:
                 cl = terms.loss_sum / max(terms.num_pairs, 1)
-            loss = loss + args.contrastive_weight * cl.to(loss.dtype)
+            loss = loss + self.contrastive_weight_now(training) * cl.to(loss.dtype)
             self._log_term(mode, "contrastive_loss", cl.detach() * ga)
             if terms.num_pairs:
                 self._metrics[mode]["contrastive_pos_cos"].append(terms.pos_cos)
@@ -415,6 +424,15 @@ class CLLMFSTrainer(SFTTrainer):
                 "default) or set contrastive_weight=0."
             )
         return (loss, outputs) if return_outputs else loss
+
+    def contrastive_weight_now(self, training: bool = True) -> float:
+        """The contrastive weight of the current step: ``contrastive_weight`` after a linear warm-up over
+        ``contrastive_warmup_ratio`` of the training steps (step s of N counts as ``(s + 1) / warm-up steps``)."""
+        args = self.cllmfs_args
+        warmup = args.contrastive_warmup_ratio * max(self.state.max_steps, 0)
+        if not training or warmup <= 0:
+            return args.contrastive_weight
+        return args.contrastive_weight * min(1.0, (self.state.global_step + 1) / warmup)
 
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
@@ -434,7 +452,11 @@ class CLLMFSTrainer(SFTTrainer):
         prepared = self._prepare_inputs(inputs)
         attention = prepared.get("attention_mask")
         delta = fgm_perturbation(
-            capture.output.grad, args.adversarial_epsilon, args.adversarial_norm, attention
+            capture.output.grad,
+            args.adversarial_epsilon,
+            args.adversarial_norm,
+            attention,
+            reference=capture.output if args.adversarial_epsilon_scale == "embedding_norm" else None,
         )
         capture.output.grad = None
         adv = self._adversarial_loss(model, prepared, embedding, delta, num_items_in_batch)

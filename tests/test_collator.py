@@ -83,6 +83,25 @@ def test_positions_under_padding(tokenizer, politics_records, side):
         assert torch.equal(pos[batch["attention_mask"].bool()], torch.cat([torch.arange(n) for n in lengths]))
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_prompt_end_anchor_is_the_last_prompt_token(tokenizer, politics_records, side):
+    """anchor='prompt_end': the token the answer is generated from (the one before the first label)."""
+    records = politics_records[:6]
+    batch = CLLMFSDataCollator(tokenizer, padding_side=side, anchor="prompt_end")(records)
+    plain = CLLMFSDataCollator(tokenizer, padding_side=side)(records)
+    for key in ("input_ids", "labels", "cl_positive_spans", "cl_negative_spans"):
+        assert torch.equal(batch[key], plain[key])  # only the anchor moves
+    for b in range(len(records)):
+        labels = batch["labels"][b]
+        first_label = int((labels != -100).nonzero().min())
+        assert batch["cl_anchor_span"][b].tolist() == [first_label - 1, first_label]
+        prompt = tokenizer.apply_chat_template(records[b]["prompt"], tokenize=False, add_generation_prompt=True)
+        last = tokenizer(prompt, add_special_tokens=False)["input_ids"][-1]
+        assert int(batch["input_ids"][b, first_label - 1]) == last
+    with pytest.raises(ValueError, match=r"anchor must be one of \['type_name', 'prompt_end'\]"):
+        CLLMFSDataCollator(tokenizer, anchor="last")
+
+
 def test_left_and_right_point_at_the_same_tokens(tokenizer, politics_records):
     records = politics_records[:6]
     right = CLLMFSDataCollator(tokenizer, padding_side="right")(records)

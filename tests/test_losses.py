@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cllmfs_hf.losses import (
+    center_states,
     contrastive_loss_terms,
     count_contrastive_pairs,
     fgm_perturbation,
@@ -213,3 +214,52 @@ def test_fgm_perturbation_norms():
     assert torch.allclose(r[1].norm(dim=-1), torch.full((4,), 2.0))
     with pytest.raises(ValueError, match="norm"):
         fgm_perturbation(g, 1.0, "batch")
+
+
+# ---- anisotropy correction and the relative FGM step ------------------------------------------------------
+def test_center_states_by_hand_and_its_cosines():
+    """Centring removes the shared direction that makes every cosine near 0.7; standardising scales each dim."""
+    torch.manual_seed(0)
+    shared = torch.full((1, 1, 8), 5.0)
+    hidden = shared + torch.randn(1, 6, 8)
+    mask = torch.tensor([[True, True, True, True, False, False]])  # the last two: answer / padding
+    mean = hidden[0, :4].mean(0)
+    centred = center_states(hidden, mask, "prompt_mean")
+    assert torch.allclose(centred[0], hidden[0] - mean, atol=1e-6)
+    std = (hidden[0, :4] - mean).pow(2).mean(0).add(1e-6).sqrt()
+    assert torch.allclose(center_states(hidden, mask, "prompt_standardize")[0], (hidden[0] - mean) / std, atol=1e-5)
+    assert center_states(hidden, mask, "none") is hidden
+    # a row without prompt tokens stays as it is (no NaN)
+    assert torch.equal(center_states(hidden, torch.zeros(1, 6, dtype=torch.bool), "prompt_standardize"), hidden)
+    # raw states: two unrelated spans look alike; centred, they do not
+    raw = contrastive_loss_terms(
+        hidden, torch.tensor([[0, 1]]), torch.tensor([[[1, 2]]]), torch.tensor([[[[2, 3]]]]), torch.tensor([0]), 0.1
+    )
+    cen = contrastive_loss_terms(
+        hidden, torch.tensor([[0, 1]]), torch.tensor([[[1, 2]]]), torch.tensor([[[[2, 3]]]]), torch.tensor([0]), 0.1,
+        centering="prompt_mean", token_mask=mask,
+    )
+    assert raw.pos_cos > 0.9 and raw.neg_cos > 0.9
+    assert abs(cen.pos_cos) < 0.9 and abs(cen.neg_cos) < 0.9
+    assert cen.pos_cos == pytest.approx(_cos(centred[0, 0], centred[0, 1]), abs=1e-5)
+    with pytest.raises(ValueError, match="needs token_mask"):
+        contrastive_loss_terms(
+            hidden, torch.tensor([[0, 1]]), torch.tensor([[[1, 2]]]), torch.tensor([[[[2, 3]]]]),
+            torch.tensor([0]), 0.1, centering="prompt_mean",
+        )
+    with pytest.raises(ValueError, match="Unknown centering 'whiten'"):
+        center_states(hidden, mask, "whiten")
+
+
+def test_fgm_relative_epsilon_is_a_fraction_of_the_embedding_norm():
+    torch.manual_seed(0)
+    g = torch.randn(2, 4, 5)
+    emb = torch.randn(2, 4, 5) * torch.tensor([0.01, 3.0])[:, None, None]  # two very different scales
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    r = fgm_perturbation(g, 0.05, "sequence", mask, reference=emb)
+    for b in range(2):
+        ref = (emb[b] * mask[b, :, None]).norm()
+        assert r[b].norm().item() == pytest.approx(0.05 * ref.item(), rel=1e-5)
+        assert _cos(r[b].flatten(), (g[b] * mask[b, :, None]).flatten()) == pytest.approx(1.0, abs=1e-6)
+    r = fgm_perturbation(g, 0.1, "token", mask, reference=emb)
+    assert torch.allclose(r[1].norm(dim=-1), 0.1 * emb[1].norm(dim=-1), rtol=1e-5)

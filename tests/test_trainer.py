@@ -79,6 +79,10 @@ def test_config_defaults_and_validation(tmp_path):
         (dict(contrastive_layer=0.0), r"\(0, 1\]"),
         (dict(contrastive_temperature=0.0), "contrastive_temperature"),
         (dict(contrastive_pooling="max"), "contrastive_pooling"),
+        (dict(contrastive_anchor="cls"), r"contrastive_anchor='cls'; choose one of \['type_name', 'prompt_end'\]"),
+        (dict(contrastive_centering="whiten"), "contrastive_centering='whiten'"),
+        (dict(contrastive_warmup_ratio=1.0), r"contrastive_warmup_ratio must be in \[0, 1\)"),
+        (dict(adversarial_epsilon_scale="rms"), "adversarial_epsilon_scale='rms'"),
         (dict(contrastive_weight=-1.0), "contrastive_weight"),
         (dict(adversarial="pgd"), "adversarial="),
         (dict(adversarial_epsilon=0.0), "adversarial_epsilon"),
@@ -294,6 +298,55 @@ def test_contrastive_term_raises_anchor_positive_cosine(
     assert margin_end > margin_start + 0.1, result
     assert margin_end > plain_margin + 0.1, result
     assert loss_end < loss_start and loss_end < plain_loss, result
+
+
+def test_centred_prompt_end_term_with_warmup_and_relative_fgm(
+    sentencepiece_tokenizer, tiny_model_factory, records, tmp_path
+):
+    """The study's levers on the trainer path: centring reaches the loss, the weight warms up linearly, the
+    relative FGM step is a fraction of the embedding-output norm."""
+    from transformers import TrainerCallback
+
+    seen: list[float] = []
+
+    class Weights(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            seen.append(trainer.contrastive_weight_now())
+
+    first = {}
+    for centering in ("none", "prompt_mean"):
+        args = _config(
+            tmp_path / centering,
+            max_steps=4,
+            contrastive_weight=0.5,
+            contrastive_anchor="prompt_end",
+            contrastive_centering=centering,
+            contrastive_warmup_ratio=0.5,
+            adversarial="fgm",
+            adversarial_epsilon=0.05,
+            adversarial_epsilon_scale="embedding_norm",
+        )
+        seen.clear()
+        trainer = _trainer(
+            tiny_model_factory("llama", sentencepiece_tokenizer),
+            sentencepiece_tokenizer,
+            records,
+            args,
+            peft_config=_lora(),
+            callbacks=[Weights()],
+        )
+        assert trainer.data_collator.anchor == "prompt_end"
+        trainer.train()
+        logs = [h for h in trainer.state.log_history if "loss" in h]
+        assert all(math.isfinite(h[k]) for h in logs for k in ("contrastive_loss", "adversarial_loss"))
+        first[centering] = logs[0]["contrastive_loss"]
+        # warm-up over 0.5 x 4 = 2 steps: 1/2, then the full weight
+        assert seen == pytest.approx([0.25, 0.5, 0.5, 0.5])
+        assert logs[0]["loss"] == pytest.approx(
+            logs[0]["lm_loss"] + 0.25 * logs[0]["contrastive_loss"] + logs[0]["adversarial_loss"], rel=1e-4
+        )
+    # the same initial model and batch: only the centring differs
+    assert first["none"] != pytest.approx(first["prompt_mean"], rel=1e-3)
 
 
 # ---- logging, empty batches, the same forward -----------------------------------------------------------

@@ -33,7 +33,7 @@ from benchmarks.fewshot import (  # noqa: E402
     validate_result,
 )
 from cllmfs_hf.data.readers import read_dataset  # noqa: E402
-from cllmfs_hf.data.sampling import restrict_labels  # noqa: E402
+from cllmfs_hf.data.sampling import SamplingError, restrict_labels  # noqa: E402
 from cllmfs_hf.data.types import AnnotatedSentence  # noqa: E402
 
 TYPES = ("country", "politician")
@@ -599,3 +599,36 @@ def test_every_llm_system_trains_through_the_shared_driver(
         )
         assert run["eval_seconds"] == evaluation.seconds and run["prediction_stats"] == evaluation.stats
         assert len(run["per_sentence_counts"]) == len(evaluation.predictions) == 2
+
+
+def test_a_type_rarer_than_k_never_aborts_the_benchmark(
+    tiny_dataset, tiny_llm_dir, tiny_encoder_dir, tmp_path, one_thread
+) -> None:
+    """The few-shot literature's rule: a type with fewer than K train mentions gets all it has (recorded in the
+    run and warned), or is skipped on request; it never aborts the run."""
+    from collections import Counter
+
+    counts = Counter(m.label for s in read_dataset(next(tiny_dataset.glob("train.*"))) for m in s.mentions)
+    rare, common = sorted(counts, key=lambda t: (counts[t], t))
+    k = counts[rare] + 1
+    assert counts[common] >= k, counts  # the fixture: one type short of K, the other not
+    base = [
+        "--datasets", str(tiny_dataset), "--model", str(tiny_llm_dir), "--encoder_model", str(tiny_encoder_dir),
+        "--k", str(k), "--seeds", "0", "--systems", "zero_shot", "encoder", "--max_test_sentences", "3",
+        "--max_steps", "1", "--max_new_tokens", "8", "--bootstrap_resamples", "50",
+        "--torch_threads", str(one_thread),
+    ]  # fmt: skip
+    taken = tmp_path / "take_all.json"
+    assert fewshot.main([*base, "--output", str(taken)]) == 0
+    result = json.loads(taken.read_text(encoding="utf-8"))
+    assert result["complete"] and {r["system"] for r in result["runs"]} == {"zero_shot", "encoder"}
+    assert all(r["rare_types"] == {rare: counts[rare]} and r["skipped_types"] == [] for r in result["runs"])
+
+    skipped = tmp_path / "skip.json"
+    assert fewshot.main([*base, "--rare_types", "skip", "--output", str(skipped)]) == 0
+    result = json.loads(skipped.read_text(encoding="utf-8"))
+    assert all(r["skipped_types"] == [rare] for r in result["runs"])
+    assert all(rare not in r["per_type"] for r in result["runs"])  # neither trained nor scored
+
+    with pytest.raises(SamplingError, match=rf"fewer than k={k} .*'{rare}': {counts[rare]}"):
+        fewshot.main([*base, "--rare_types", "error", "--output", str(tmp_path / "error.json")])

@@ -38,7 +38,9 @@ def _split_spec(spec: str) -> tuple[str, str, str]:
     label, _, rest = spec.rpartition("=") if "=" in spec else ("", "", spec)
     path, sep, system = rest.rpartition(":")
     if not sep or not path or not system:
-        raise ValueError(f"{spec!r}: expected [label=]path.json:system, e.g. centred=out/dev/centred.json:cllmfs_infonce.")
+        raise ValueError(
+            f"{spec!r}: expected [label=]path.json:system, e.g. centred=out/dev/centred.json:cllmfs_infonce."
+        )
     return label or f"{Path(path).stem}:{system}", path, system
 
 
@@ -46,7 +48,9 @@ def load_runs(path: str, system: str) -> tuple[dict[tuple[str, int, int], dict[s
     """The runs of ``system`` in a fewshot result, keyed by (dataset, K, seed), and the result's datasets block."""
     result = json.loads(Path(path).read_text(encoding="utf-8"))
     if result.get("config", {}).get("eval_split") != "dev":
-        raise ValueError(f"{path}: not scored on the dev split (config.eval_split); settings are chosen on dev only.")
+        raise ValueError(
+            f"{path}: not scored on the dev split (config.eval_split); settings are chosen on dev only."
+        )
     runs = {(r["dataset"], r["k"], r["seed"]): r for r in result["runs"] if r["system"] == system}
     if not runs:
         systems = sorted({r["system"] for r in result["runs"]})
@@ -103,7 +107,10 @@ def study_rows(reference: str, variants: list[str], resamples: int = 1000, seed:
         for d in per_dataset:
             dk = [k for k in keys if k[0] == d]
             pairs.append(
-                ([ref_runs[k]["per_sentence_counts"] for k in dk], [runs[k]["per_sentence_counts"] for k in dk])
+                (
+                    [ref_runs[k]["per_sentence_counts"] for k in dk],
+                    [runs[k]["per_sentence_counts"] for k in dk],
+                )
             )
         boot = paired_bootstrap_multi(pairs, resamples=resamples, seed=seed)
         rows.append(
@@ -127,13 +134,22 @@ def study_rows(reference: str, variants: list[str], resamples: int = 1000, seed:
 def render(study: dict[str, Any]) -> str:
     """A markdown table of :func:`study_rows`."""
     ds = study["datasets"]
-    head = ["variant", *ds, "average", f"minus {study['reference']} (95% CI)", "CL first->last", "cos gap first->last"]
+    head = [
+        "variant",
+        *ds,
+        "average",
+        f"minus {study['reference']} (95% CI)",
+        "CL first->last",
+        "cos gap first->last",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in study["rows"]:
         d = r["delta_vs_reference"]
         t = r["terms"]
         cl = (
-            f"{t['contrastive_loss_first']:.2f} -> {t['contrastive_loss_last']:.2f}" if "contrastive_loss_first" in t else "-"
+            f"{t['contrastive_loss_first']:.2f} -> {t['contrastive_loss_last']:.2f}"
+            if "contrastive_loss_first" in t
+            else "-"
         )
         gap = f"{t['cos_gap_first']:+.3f} -> {t['cos_gap_last']:+.3f}" if "cos_gap_first" in t else "-"
         cells = [f"{r['f1'][x]:.1f}" if x in r["f1"] else "-" for x in ds]
@@ -144,8 +160,12 @@ def render(study: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", required=True, help="[label=]path.json:system every variant is compared to.")
-    parser.add_argument("--variant", action="append", default=[], help="[label=]path.json:system (repeatable).")
+    parser.add_argument(
+        "--reference", required=True, help="[label=]path.json:system every variant is compared to."
+    )
+    parser.add_argument(
+        "--variant", action="append", default=[], help="[label=]path.json:system (repeatable)."
+    )
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--output", help="Markdown file; a .json with the same stem goes beside it.")
     args = parser.parse_args(argv)

@@ -405,7 +405,9 @@ class BenchConfig:
         if self.source_steps is not None and self.source_steps < 1:
             raise ValueError(f"--source_steps must be >= 1 (or unset), got {self.source_steps}.")
         if self.rare_types not in RARE_TYPE_POLICIES:
-            raise ValueError(f"--rare_types must be one of {list(RARE_TYPE_POLICIES)}, got {self.rare_types!r}.")
+            raise ValueError(
+                f"--rare_types must be one of {list(RARE_TYPE_POLICIES)}, got {self.rare_types!r}."
+            )
         if self.eval_split not in ("test", "dev"):
             raise ValueError(f"--eval_split must be 'test' or 'dev', got {self.eval_split!r}.")
         self.k = sorted(set(self.k))
@@ -1079,7 +1081,11 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     names = list(result["datasets"]) + ["average"]
     lines = [
         "# Few-shot NER benchmark"
-        + (" (DEV split: for choosing settings, not a reported result)" if cfg.get("eval_split") == "dev" else ""),
+        + (
+            " (DEV split: for choosing settings, not a reported result)"
+            if cfg.get("eval_split") == "dev"
+            else ""
+        ),
         "",
         f"Model `{cfg['model']}`; K in {cfg['k']}; seeds {cfg['seeds']}; steps per trained run: {_steps_rule(cfg)}; "
         f"learning rate {cfg['learning_rate']}. Exact-span micro F1 in percent, mean +- sample std over seeds.",
@@ -1472,9 +1478,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
                 _log(f"{b.name} K={k}: types with fewer than {k} train mentions ({cfg.rare_types}): {rare}")
             if rare and cfg.rare_types == "skip":
                 kept = [t for t in b.entity_types if t not in rare]
-                b = dataclasses.replace(
-                    b, entity_types=kept, test=[restrict_labels(s, kept) for s in b.test]
-                )
+                b = dataclasses.replace(b, entity_types=kept, test=[restrict_labels(s, kept) for s in b.test])
                 zero_shot = None  # another task: the zero-shot answers of the full type set do not apply
             for seed in cfg.seeds:
                 try:

@@ -188,7 +188,9 @@ class ContrastiveConfig:
             ("contrastive_centering", _CENTERINGS),
         ):
             if getattr(self, name) not in choices:
-                raise ValueError(f"CLLMFSConfig: {name}={getattr(self, name)!r}; choose one of {list(choices)}.")
+                raise ValueError(
+                    f"CLLMFSConfig: {name}={getattr(self, name)!r}; choose one of {list(choices)}."
+                )
         if not 0.0 <= self.contrastive_warmup_ratio < 1.0:
             raise ValueError(
                 f"CLLMFSConfig: contrastive_warmup_ratio must be in [0, 1), got {self.contrastive_warmup_ratio} "

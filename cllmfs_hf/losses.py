@@ -142,7 +142,9 @@ def center_states(hidden: torch.Tensor, token_mask: torch.Tensor, centering: str
     if centering == "none":
         return hidden
     if centering not in ("prompt_mean", "prompt_standardize"):
-        raise ValueError(f"Unknown centering {centering!r}: use 'none', 'prompt_mean' or 'prompt_standardize'.")
+        raise ValueError(
+            f"Unknown centering {centering!r}: use 'none', 'prompt_mean' or 'prompt_standardize'."
+        )
     if token_mask.shape != hidden.shape[:2]:
         raise ValueError(
             f"token_mask must be [B, T] = {tuple(hidden.shape[:2])}, got {tuple(token_mask.shape)}."

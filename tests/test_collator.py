@@ -95,7 +95,9 @@ def test_prompt_end_anchor_is_the_last_prompt_token(tokenizer, politics_records,
         labels = batch["labels"][b]
         first_label = int((labels != -100).nonzero().min())
         assert batch["cl_anchor_span"][b].tolist() == [first_label - 1, first_label]
-        prompt = tokenizer.apply_chat_template(records[b]["prompt"], tokenize=False, add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            records[b]["prompt"], tokenize=False, add_generation_prompt=True
+        )
         last = tokenizer(prompt, add_special_tokens=False)["input_ids"][-1]
         assert int(batch["input_ids"][b, first_label - 1]) == last
     with pytest.raises(ValueError, match=r"anchor must be one of \['type_name', 'prompt_end'\]"):

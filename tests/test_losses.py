@@ -227,25 +227,45 @@ def test_center_states_by_hand_and_its_cosines():
     centred = center_states(hidden, mask, "prompt_mean")
     assert torch.allclose(centred[0], hidden[0] - mean, atol=1e-6)
     std = (hidden[0, :4] - mean).pow(2).mean(0).add(1e-6).sqrt()
-    assert torch.allclose(center_states(hidden, mask, "prompt_standardize")[0], (hidden[0] - mean) / std, atol=1e-5)
+    assert torch.allclose(
+        center_states(hidden, mask, "prompt_standardize")[0], (hidden[0] - mean) / std, atol=1e-5
+    )
     assert center_states(hidden, mask, "none") is hidden
     # a row without prompt tokens stays as it is (no NaN)
-    assert torch.equal(center_states(hidden, torch.zeros(1, 6, dtype=torch.bool), "prompt_standardize"), hidden)
+    assert torch.equal(
+        center_states(hidden, torch.zeros(1, 6, dtype=torch.bool), "prompt_standardize"), hidden
+    )
     # raw states: two unrelated spans look alike; centred, they do not
     raw = contrastive_loss_terms(
-        hidden, torch.tensor([[0, 1]]), torch.tensor([[[1, 2]]]), torch.tensor([[[[2, 3]]]]), torch.tensor([0]), 0.1
+        hidden,
+        torch.tensor([[0, 1]]),
+        torch.tensor([[[1, 2]]]),
+        torch.tensor([[[[2, 3]]]]),
+        torch.tensor([0]),
+        0.1,
     )
     cen = contrastive_loss_terms(
-        hidden, torch.tensor([[0, 1]]), torch.tensor([[[1, 2]]]), torch.tensor([[[[2, 3]]]]), torch.tensor([0]), 0.1,
-        centering="prompt_mean", token_mask=mask,
+        hidden,
+        torch.tensor([[0, 1]]),
+        torch.tensor([[[1, 2]]]),
+        torch.tensor([[[[2, 3]]]]),
+        torch.tensor([0]),
+        0.1,
+        centering="prompt_mean",
+        token_mask=mask,
     )
     assert raw.pos_cos > 0.9 and raw.neg_cos > 0.9
     assert abs(cen.pos_cos) < 0.9 and abs(cen.neg_cos) < 0.9
     assert cen.pos_cos == pytest.approx(_cos(centred[0, 0], centred[0, 1]), abs=1e-5)
     with pytest.raises(ValueError, match="needs token_mask"):
         contrastive_loss_terms(
-            hidden, torch.tensor([[0, 1]]), torch.tensor([[[1, 2]]]), torch.tensor([[[[2, 3]]]]),
-            torch.tensor([0]), 0.1, centering="prompt_mean",
+            hidden,
+            torch.tensor([[0, 1]]),
+            torch.tensor([[[1, 2]]]),
+            torch.tensor([[[[2, 3]]]]),
+            torch.tensor([0]),
+            0.1,
+            centering="prompt_mean",
         )
     with pytest.raises(ValueError, match="Unknown centering 'whiten'"):
         center_states(hidden, mask, "whiten")

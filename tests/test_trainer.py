@@ -79,7 +79,10 @@ def test_config_defaults_and_validation(tmp_path):
         (dict(contrastive_layer=0.0), r"\(0, 1\]"),
         (dict(contrastive_temperature=0.0), "contrastive_temperature"),
         (dict(contrastive_pooling="max"), "contrastive_pooling"),
-        (dict(contrastive_anchor="cls"), r"contrastive_anchor='cls'; choose one of \['type_name', 'prompt_end'\]"),
+        (
+            dict(contrastive_anchor="cls"),
+            r"contrastive_anchor='cls'; choose one of \['type_name', 'prompt_end'\]",
+        ),
         (dict(contrastive_centering="whiten"), "contrastive_centering='whiten'"),
         (dict(contrastive_warmup_ratio=1.0), r"contrastive_warmup_ratio must be in \[0, 1\)"),
         (dict(adversarial_epsilon_scale="rms"), "adversarial_epsilon_scale='rms'"),

@@ -100,7 +100,9 @@ class DataArguments:
         if self.k_shot is not None and self.k_shot < 1:
             raise ValueError(f"--k_shot must be >= 1, got {self.k_shot}.")
         if self.rare_types not in RARE_TYPE_POLICIES:
-            raise ValueError(f"--rare_types must be one of {list(RARE_TYPE_POLICIES)}, got {self.rare_types!r}.")
+            raise ValueError(
+                f"--rare_types must be one of {list(RARE_TYPE_POLICIES)}, got {self.rare_types!r}."
+            )
         if not 0.0 <= self.negative_ratio <= 1.0:
             raise ValueError(f"--negative_ratio must be in [0, 1], got {self.negative_ratio}.")
         if self.max_test_sentences is not None and self.max_test_sentences < 1:

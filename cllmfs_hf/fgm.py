@@ -26,8 +26,10 @@ divided by the accumulation steps; the logged ``adversarial_loss`` is unweighted
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -118,6 +120,32 @@ def resolve_fgm_backward(trainer: Any, user_reentrant: bool) -> str:
     return mode
 
 
+@contextlib.contextmanager
+def _outside_engine_backward(model: nn.Module) -> Iterator[None]:
+    """Keep a DeepSpeed engine out of the ``torch.autograd.grad`` call that takes g = dL/de.
+
+    DeepSpeed (0.19) hooks the engine's forward outputs so that any backward through them (1) runs the engine's
+    backward prologue, which queues its epilogue: the gradient reduction of a backward that computed no
+    parameter gradient (ZeRO-2 fails with ``IndexError`` in ``reduce_ipg_grads``), and (2) divides the
+    outputs' gradient by the accumulation steps, which would scale the LM part of g but not the InfoNCE part
+    (it reads a hidden state, not an output) and so turn g. Both are looked up on the engine at call time:
+    shadowing ``_backward_prologue`` and ``gradient_accumulation_steps`` for this call skips (1) and makes
+    (2) a division by 1. The one ``engine.backward`` that follows is untouched.
+    """
+    if not callable(getattr(model, "_backward_prologue", None)) or not callable(
+        getattr(model, "gradient_accumulation_steps", None)
+    ):
+        yield
+        return
+    model._backward_prologue = lambda: None
+    model.gradient_accumulation_steps = lambda: 1
+    try:
+        yield
+    finally:
+        del model._backward_prologue
+        del model.gradient_accumulation_steps
+
+
 class FGMStepMixin:
     """The two FGM training steps of ``CLLMFSTrainer`` (a Trainer subclass supplies every attribute used)."""
 
@@ -174,7 +202,8 @@ class FGMStepMixin:
                 )
             # Only w.r.t. e: no parameter .grad is written and no DDP / DeepSpeed / FSDP gradient hook fires;
             # retain_graph keeps the clean graph for the one backward below.
-            (grad,) = torch.autograd.grad(clean, capture.output, retain_graph=True)
+            with _outside_engine_backward(model):
+                (grad,) = torch.autograd.grad(clean, capture.output, retain_graph=True)
             delta = self._perturbation(grad, capture.output, adv_inputs)
             del grad
             adv = self._adversarial_loss(model, adv_inputs, embedding, delta, num_items_in_batch)

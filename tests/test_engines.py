@@ -8,7 +8,9 @@ losses equal a DDP run of the same seed within 1e-3.
 
 On CPU: DeepSpeed runs its CPU accelerator (``DS_ACCELERATOR=cpu``) over gloo; the script passes
 ``ddp_backend="gloo"`` there, because accelerate 1.16 picks no backend for DeepSpeed / FSDP without an
-accelerator and then counts 1 process while DeepSpeed's group has 2. Marked slow (still run by ``make test``).
+accelerator and then counts 1 process while DeepSpeed's group has 2. FSDP cannot run through ``accelerate
+launch`` on CPU (accelerate 1.16 enables its plugin only on accelerators): that case is a strict xfail that
+shows the limitation and flips when accelerate lifts it. Marked slow (still run by ``make test``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def _env(**extra: str) -> dict[str, str]:
     }
 
 
-def _launch(prefix: list[str], out: Path, tokenizer: Path, data: Path, env: dict[str, str], use_cpu: bool) -> list[dict]:
+def _launch(
+    prefix: list[str], out: Path, tokenizer: Path, data: Path, env: dict[str, str], use_cpu: bool
+) -> list[dict]:
     accelerate = Path(sys.executable).with_name("accelerate")
     if not accelerate.exists():
         pytest.fail(f"accelerate CLI not found beside {sys.executable}: install accelerate in the venv.")
@@ -122,7 +126,17 @@ def _check_adapter(out: Path, tokenizer_dir: Path) -> None:
     [
         ("deepspeed_zero2.yaml", "DEEPSPEED"),
         ("deepspeed_zero3.yaml", "DEEPSPEED"),
-        ("fsdp.yaml", "FSDP"),
+        pytest.param(
+            "fsdp.yaml",
+            "FSDP",
+            # accelerate 1.16 (state.py, AcceleratorState.__init__) turns the FSDP plugin on only for the
+            # MULTI_GPU / MULTI_XPU / MULTI_NPU / ... types, never MULTI_CPU or NO: on a CPU box the run is plain
+            # data parallel without FSDP (distributed_type NO, seen here). strict: when accelerate runs FSDP on
+            # CPU, this starts passing and must become a normal case.
+            marks=pytest.mark.xfail(
+                strict=True, reason="accelerate 1.16 does not enable FSDP without an accelerator (MULTI_CPU)"
+            ),
+        ),
     ],
 )
 def test_engine_trains_like_ddp(
@@ -147,7 +161,9 @@ def test_engine_trains_like_ddp(
         logs = report["logs"]
         assert len(logs) == STEPS
         for h in logs:
-            assert all(math.isfinite(h[k]) for k in ("loss", "lm_loss", "contrastive_loss", "adversarial_loss"))
+            assert all(
+                math.isfinite(h[k]) for k in ("loss", "lm_loss", "contrastive_loss", "adversarial_loss")
+            )
             assert h["adversarial_loss"] > 0 and h["contrastive_loss"] > 0
         assert [h["loss"] for h in logs] == pytest.approx(reference, abs=1e-3)
     _check_adapter(out, sentencepiece_tokenizer_dir)

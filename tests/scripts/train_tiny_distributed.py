@@ -41,7 +41,10 @@ def main() -> None:
         "whose accelerate plugins are off when accelerate is told to use the CPU",
     )
     parser.add_argument(
-        "--checkpointing", choices=["on", "off"], default="on", help="activation checkpointing (non-reentrant)"
+        "--checkpointing",
+        choices=["on", "off"],
+        default="on",
+        help="activation checkpointing (non-reentrant)",
     )
     cli = parser.parse_args()
 

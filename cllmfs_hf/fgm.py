@@ -103,10 +103,15 @@ def resolve_fgm_backward(trainer: Any, user_reentrant: bool) -> str:
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
     engine = "DeepSpeed" if trainer.is_deepspeed_enabled else "FSDP"
     if requested == "double" and sharded:
+        where = (
+            f"the accelerate config's distributed_type: DEEPSPEED (ZeRO stage {trainer.accelerator.state.deepspeed_plugin.zero_stage}) or --deepspeed"
+            if trainer.is_deepspeed_enabled
+            else "the accelerate config's distributed_type: FSDP or --fsdp"
+        )
         raise ValueError(
-            f"adversarial_backward='double' does not run under {engine} (accelerate config / --deepspeed / "
-            "--fsdp): the engine steps (DeepSpeed) or reduce-scatters (FSDP) on every backward, and the double "
-            "path does two per micro-batch. Use --adversarial_backward single (or auto), or --adversarial none."
+            f"adversarial_backward='double' does not run under {engine} ({where}): the engine steps (DeepSpeed) "
+            "or reduce-scatters (FSDP) on every backward, and the double path does two per micro-batch. Use "
+            "--adversarial_backward single (or auto), or --adversarial none."
         )
     mode = requested if requested != "auto" else ("single" if sharded else "double")
     if mode == "single" and args.activation_checkpointing and user_reentrant:

@@ -631,5 +631,8 @@ def test_fgm_runs_under_accelerate_deepspeed_with_one_backward(
     assert _trainer(model, smollm2_tokenizer, records[:4], args, peft_config=_lora()).fgm_backward == "single"
     args = _config(tmp_path, use_cpu=False, adversarial_backward="double")
     model = tiny_model_factory("llama", smollm2_tokenizer)
-    with pytest.raises(ValueError, match="does not run under DeepSpeed.*adversarial_backward single"):
+    with pytest.raises(
+        ValueError,
+        match=r"does not run under DeepSpeed \(the accelerate config.s distributed_type: DEEPSPEED \(ZeRO stage 2\).*adversarial_backward single",
+    ):
         _trainer(model, smollm2_tokenizer, records[:4], args, peft_config=_lora())

@@ -9,7 +9,10 @@ few-shot benchmark's ``sft`` / ``cllmfs_infonce`` / ``cllmfs_full`` systems):
 - ``sft``: ``contrastive_weight=0, adversarial="none"``: plain LoRA SFT (the LM loss only, exactly TRL's
   ``SFTTrainer`` loss),
 - ``infonce``: the InfoNCE term, ``adversarial="none"`` (target: no extra forward),
-- ``infonce_fgm``: InfoNCE + FGM (target: one extra forward and backward).
+- ``infonce_fgm``: InfoNCE + FGM with one backward per micro-batch (``adversarial_backward="single"``, the path
+  every engine runs: g = dL/de by ``torch.autograd.grad``, then one backward of the clean + adversarial loss),
+- ``infonce_fgm_double``: InfoNCE + FGM with two backward passes (``adversarial_backward="double"``, the
+  ``auto`` choice on one device or DDP: one backward pass fewer).
 
 Timing: one optimizer step = ``trainer.training_step`` (forward, loss, backward; FGM's second forward and
 backward) + ``optimizer.step()`` + ``zero_grad``, on a batch collated beforehand by the CLLMFS collator
@@ -50,12 +53,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-VARIANTS = ("sft", "infonce", "infonce_fgm")
+VARIANTS = ("sft", "infonce", "infonce_fgm", "infonce_fgm_double")
 #: The only CLLMFSConfig values in which the variants differ (on top of one shared config, see _build).
 VARIANT_CONFIGS: dict[str, dict[str, Any]] = {
     "sft": {"contrastive_weight": 0.0, "adversarial": "none"},
     "infonce": {"adversarial": "none"},
-    "infonce_fgm": {"adversarial": "fgm"},
+    "infonce_fgm": {"adversarial": "fgm", "adversarial_backward": "single"},
+    "infonce_fgm_double": {"adversarial": "fgm", "adversarial_backward": "double"},
 }
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crossner" / "politics" / "train.txt"
@@ -330,9 +334,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "infonce_step_ratio": median["infonce"] / median["sft"],
         "infonce_fgm_step_ratio": median["infonce_fgm"] / median["sft"],
-        "sft_step_seconds": median["sft"],
-        "infonce_step_seconds": median["infonce"],
-        "infonce_fgm_step_seconds": median["infonce_fgm"],
+        "infonce_fgm_double_step_ratio": median["infonce_fgm_double"] / median["sft"],
+        **{f"{v}_step_seconds": median[v] for v in VARIANTS},
         "collate_seconds": collate_seconds,
         "step_seconds_all": times,
     }
@@ -374,7 +377,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "targets": {
                 "infonce_step_ratio": 1.10,
-                "infonce_fgm_step_ratio": 2.2,
+                "infonce_fgm_step_ratio": 2.0,  # issue 16, the one-backward path on CPU
+                "infonce_fgm_double_step_ratio": 2.2,
                 "infonce_peak_mem_ratio": 1.05,
             },
         }
@@ -390,17 +394,17 @@ def _print_table(result: dict[str, Any]) -> None:
         f"\nTraining step cost on {result['model']} ({result['device']}, batch {result['batch_size']}, "
         f"~{result['mean_tokens_per_batch']:.0f} tokens/batch, median of {result['steps']} steps)"
     )
-    print(f"{'variant':<14}{'s/step':>10}{'ratio':>9}{'peak mem MiB':>15}")
+    print(f"{'variant':<20}{'s/step':>10}{'ratio':>9}{'peak mem MiB':>15}")
     for v in VARIANTS:
         secs = result[f"{v}_step_seconds"]
         mem = result.get(f"{v}_peak_mem_bytes")
         mem_s = f"{mem / 2**20:15.0f}" if mem else f"{'-':>15}"
-        print(f"{v:<14}{secs:10.2f}{secs / result['sft_step_seconds']:9.3f}{mem_s}")
+        print(f"{v:<20}{secs:10.2f}{secs / result['sft_step_seconds']:9.3f}{mem_s}")
     targets = result["targets"]
     for key, target in targets.items():
         if key in result:
             status = "ok" if result[key] <= target else "OVER"
-            print(f"{key:<26}{result[key]:8.3f}  (target <= {target}) {status}")
+            print(f"{key:<32}{result[key]:8.3f}  (target <= {target}) {status}")
     print(f"collate_seconds (CLLMFS collator, per batch): {result['collate_seconds']:.3f}")
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "CLLMFSConfig",
     "CLLMFS_FIELD_GROUPS",
     "CONTRASTIVE_ANCHORS",
+    "FGM_BACKWARDS",
     "ContrastiveConfig",
     "NegativeSamplingConfig",
     "check_layer_spec",
@@ -49,6 +50,7 @@ _CENTERINGS = ("none", "prompt_mean", "prompt_standardize")
 _EPSILON_SCALES = ("absolute", "embedding_norm")
 _ADVERSARIAL_MODES = ("none", "fgm")
 _ADVERSARIAL_NORMS = ("sequence", "token")
+FGM_BACKWARDS = ("auto", "single", "double")
 
 
 def check_layer_spec(layer: Any) -> str:
@@ -318,6 +320,19 @@ class AdversarialConfig:
         default=1.0,
         metadata={"help": "Weight lambda_adv of the adversarial LM loss. 0 switches the term off."},
     )
+    adversarial_backward: str = field(
+        default="auto",
+        metadata={
+            "help": "How FGM back-propagates per micro-batch. 'single': g = dL/de by torch.autograd.grad, then ONE "
+            "backward of L_lm + w * L_adv; runs on every engine (DDP, FSDP, DeepSpeed ZeRO-2/3) but needs "
+            "non-reentrant activation checkpointing (torch.autograd.grad fails under reentrant; TRL's reentrant "
+            "choice for PEFT + ZeRO-3 is switched to non-reentrant, an explicit use_reentrant=True is refused). "
+            "'double': the clean backward leaves g, a second backward adds the adversarial gradient; one backward "
+            "pass fewer (faster), any checkpointing, one device or DDP only. 'auto': 'single' under DeepSpeed or "
+            "FSDP, else 'double'. Both give the same gradients.",
+            "choices": list(FGM_BACKWARDS),
+        },
+    )
 
     def __post_init__(self) -> None:
         self.validate_adversarial()
@@ -340,6 +355,10 @@ class AdversarialConfig:
             raise ValueError(
                 f"CLLMFSConfig: adversarial_epsilon_scale={self.adversarial_epsilon_scale!r}; choose one of "
                 f"{list(_EPSILON_SCALES)}."
+            )
+        if self.adversarial_backward not in FGM_BACKWARDS:
+            raise ValueError(
+                f"CLLMFSConfig: adversarial_backward={self.adversarial_backward!r}; choose one of {list(FGM_BACKWARDS)}."
             )
         if self.adversarial_norm not in _ADVERSARIAL_NORMS:
             raise ValueError(

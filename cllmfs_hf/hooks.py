@@ -4,8 +4,8 @@
 - ``HiddenCapture``: a forward hook that keeps one layer's output of the SAME forward that computes the LM
   loss (TRL's fused LM head returns no hidden states). transformers checkpoints a layer's ``forward``, not
   its ``__call__``, so the hook sees a tensor with a graph under gradient checkpointing too.
-- ``EmbeddingGradCapture`` / ``perturb_embeddings``: FGM's g = dL/de on the embedding output, and a forward
-  on ``e + r``.
+- ``EmbeddingGradCapture`` / ``perturb_embeddings``: the embedding output e whose gradient FGM needs
+  (g = dL/de), and a forward on ``e + r``.
 """
 
 from __future__ import annotations
@@ -93,10 +93,16 @@ class HiddenCapture:
 
 
 class EmbeddingGradCapture:
-    """Forward hook on the input embedding: makes its output keep a gradient (first call only)."""
+    """Forward hook on the input embedding: keeps its output ``e`` of the first call, as part of the graph.
 
-    def __init__(self, embedding: nn.Module) -> None:
+    A frozen embedding's output gets ``requires_grad`` (as a leaf), so ``dL/de`` exists. With ``retain=True``
+    (the two-backward FGM path) a non-leaf output also keeps ``.grad`` after ``backward()``; the one-backward
+    path reads ``dL/de`` with ``torch.autograd.grad`` and needs no retained ``.grad``.
+    """
+
+    def __init__(self, embedding: nn.Module, retain: bool = True) -> None:
         self.embedding = embedding
+        self.retain = retain
         self.output: torch.Tensor | None = None
         self._handle = None
 
@@ -105,7 +111,7 @@ class EmbeddingGradCapture:
             return None
         if not output.requires_grad:
             output = output.detach().requires_grad_(True)
-        else:
+        elif self.retain:
             output.retain_grad()
         self.output = output
         return output

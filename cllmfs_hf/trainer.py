@@ -4,10 +4,12 @@
 - InfoNCE is computed from the SAME forward: a forward hook on the chosen decoder layer captures its output
   (TRL's fused head returns no hidden states). transformers checkpoints a layer's ``forward``, not its
   ``__call__``, so the hook sees a tensor with a graph under gradient checkpointing too.
-- FGM runs in ``training_step``: the clean backward leaves g = dL/de on the embedding output (retained by a
-  hook); ``r = epsilon * g / ||g||`` per sequence; a second forward on ``e + r`` gives the adversarial LM loss,
-  whose own backward adds its gradient. Two backward passes, no ``torch.autograd.grad``, so it works with
-  reentrant and non-reentrant gradient checkpointing.
+- FGM runs in ``training_step`` (:mod:`cllmfs_hf.fgm`): g = dL/de on the embedding output,
+  ``r = epsilon * g / ||g||`` per sequence, a second forward on ``e + r`` gives the adversarial LM loss.
+  ``adversarial_backward="single"`` takes g with ``torch.autograd.grad`` and calls ONE
+  ``accelerator.backward(L_clean + w * L_adv)`` (every engine: DDP, FSDP, DeepSpeed ZeRO-2/3; needs
+  non-reentrant checkpointing); ``"double"`` backpropagates the clean loss first and the adversarial loss
+  second (one backward pass fewer; DDP and one device only, any checkpointing).
 - Gradient accumulation: the LM and adversarial losses are normalised by the token count of the whole
   accumulated batch (TRL's ``num_items_in_batch``); the InfoNCE sum is normalised by the number of
   (anchor, mention) pairs of the whole accumulated batch (counted in ``get_batch_samples``, across processes
@@ -45,17 +47,18 @@ from trl import SFTTrainer
 from .artifact import NERAdapterConfig
 from .collator import REQUIRED_RECORD_KEYS, SPAN_KEYS, CLLMFSDataCollator
 from .config import CLLMFSConfig, NegativeSamplingConfig, resolve_layer_index
-from .hooks import EmbeddingGradCapture, HiddenCapture, find_decoder_layers, perturb_embeddings
+from .fgm import FGMStepMixin, resolve_fgm_backward
+from .hooks import HiddenCapture, find_decoder_layers
 from .hub import prepare_adapter_files, save_adapter
 from .hub import push_to_hub as push_folder
-from .losses import contrastive_loss_terms, count_contrastive_pairs, fgm_perturbation
+from .losses import contrastive_loss_terms, count_contrastive_pairs
 
 __all__ = ["CLLMFSTrainer", "find_decoder_layers"]
 
 logger = logging.getLogger(__name__)
 
 
-class CLLMFSTrainer(SFTTrainer):
+class CLLMFSTrainer(FGMStepMixin, SFTTrainer):
     """LoRA SFT on CLLMFS instruction records with the InfoNCE and FGM terms (see the module docstring).
 
     Takes the arguments of ``SFTTrainer``; ``args`` must be a :class:`~cllmfs_hf.config.CLLMFSConfig` and the
@@ -101,12 +104,8 @@ class CLLMFSTrainer(SFTTrainer):
             tokenizer.pad_token = args.pad_token or tokenizer.eos_token
         for name, dataset in (("train_dataset", train_dataset), *self._named_eval(eval_dataset)):
             self._check_columns(name, dataset)
-        # `args.deepspeed` is set by --deepspeed; `accelerate launch` with a DeepSpeed config sets the plugin instead.
-        if args.adversarial_enabled and (args.deepspeed is not None or args.deepspeed_plugin is not None):
-            raise ValueError(
-                "adversarial='fgm' is not supported with DeepSpeed: accelerate steps the DeepSpeed engine on every "
-                "backward, and FGM needs two per micro-batch. Use DDP or FSDP, or pass --adversarial none."
-            )
+        # Read before SFTTrainer.__init__, which may set use_reentrant=True itself (PEFT + ZeRO-3).
+        user_reentrant = (args.activation_checkpointing_kwargs or {}).get("use_reentrant") is True
         if data_collator is None:
             data_collator = CLLMFSDataCollator(
                 tokenizer,
@@ -134,6 +133,8 @@ class CLLMFSTrainer(SFTTrainer):
         self._decoder_layers = find_decoder_layers(self.model, args.decoder_layers_path)
         self.contrastive_layer_index = resolve_layer_index(args.contrastive_layer, len(self._decoder_layers))
         self._pairs_in_step: torch.Tensor | None = None
+        # After Trainer.__init__: the engine (DeepSpeed / FSDP) and the checkpointing mode are known by now.
+        self.fgm_backward = resolve_fgm_backward(self, user_reentrant) if args.adversarial_enabled else None
         self.adapter_config = adapter_config or self._default_adapter_config(train_dataset)
         self._evaluation: dict[str, Any] = {}
         if isinstance(data_collator, CLLMFSDataCollator) and hasattr(train_dataset, "__len__"):
@@ -319,15 +320,6 @@ class CLLMFSTrainer(SFTTrainer):
     def cllmfs_args(self) -> CLLMFSConfig:
         return self.args  # type: ignore[return-value]
 
-    def _input_embeddings(self) -> nn.Module:
-        model = self.model
-        embedding = model.get_input_embeddings()
-        if embedding is None:
-            raise ValueError(
-                f"{type(model).__name__} exposes no input embeddings; FGM needs them (set adversarial='none')."
-            )
-        return embedding
-
     # ---- gradient accumulation: count the contrastive pairs of the whole accumulated batch --------------
     def get_batch_samples(
         self, epoch_iterator: Iterator, num_batches: int, device: torch.device
@@ -437,56 +429,9 @@ class CLLMFSTrainer(SFTTrainer):
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
     ) -> torch.Tensor:
-        args = self.cllmfs_args
-        if not args.adversarial_enabled:
+        if not self.cllmfs_args.adversarial_enabled:
             return super().training_step(model, inputs, num_items_in_batch)
-        embedding = self._input_embeddings()
-        # The clean backward must not all-reduce under DDP: the adversarial backward that follows does it once.
-        with EmbeddingGradCapture(embedding) as capture, self.accelerator.no_sync(model):
-            clean = super().training_step(model, inputs, num_items_in_batch)
-        if capture.output is None or capture.output.grad is None:
-            raise RuntimeError(
-                "FGM found no gradient on the input embedding output after the clean backward: the model's forward "
-                "did not use get_input_embeddings() as a module. Set adversarial='none' for this model."
-            )
-        prepared = self._prepare_inputs(inputs)
-        attention = prepared.get("attention_mask")
-        delta = fgm_perturbation(
-            capture.output.grad,
-            args.adversarial_epsilon,
-            args.adversarial_norm,
-            attention,
-            reference=capture.output if args.adversarial_epsilon_scale == "embedding_norm" else None,
-        )
-        capture.output.grad = None
-        adv = self._adversarial_loss(model, prepared, embedding, delta, num_items_in_batch)
-        ga_scaled = self._ga_scaled(num_items_in_batch)
-        weighted = args.adversarial_weight * adv
-        if not ga_scaled:
-            weighted = weighted / self.current_gradient_accumulation_steps
-        self.accelerator.backward(weighted)
-        ga = self.current_gradient_accumulation_steps if ga_scaled else 1
-        self._log_term("train", "adversarial_loss", adv.detach() * ga)
-        return clean + weighted.detach()
-
-    def _adversarial_loss(
-        self,
-        model: nn.Module,
-        inputs: dict[str, Any],
-        embedding: nn.Module,
-        delta: torch.Tensor,
-        num_items_in_batch: Any,
-    ) -> torch.Tensor:
-        """LM loss of a forward on the perturbed embedding outputs, normalised exactly like TRL's LM loss."""
-        model_inputs = {k: v for k, v in inputs.items() if k not in SPAN_KEYS}
-        model_inputs["use_cache"] = False
-        with self.compute_loss_context_manager(), perturb_embeddings(embedding, delta):
-            outputs = model(**model_inputs, fused_lm_head=True)
-        per_token = -outputs.log_probs
-        if self.args.loss_type == "dft":
-            per_token = per_token * outputs.log_probs.exp().detach()
-        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = per_token.sum() / torch.as_tensor(num_tokens).clamp(min=1)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-        return loss
+        if self.fgm_backward == "double":
+            return self._fgm_double_backward_step(model, inputs, num_items_in_batch, super().training_step)
+        with self.maybe_activation_offload_context:  # what SFTTrainer.training_step adds to the Trainer's
+            return self._fgm_single_backward_step(model, inputs, num_items_in_batch)

@@ -34,6 +34,8 @@ def test_every_config_is_present_commented_and_parses():
         path = CONFIG_DIR / name
         assert path.read_text().startswith("#"), f"{name} must start with a comment saying when to use it"
         assert load_config_from_file(str(path)).distributed_type.value == kind
+        # which CLLMFS terms it supports (all of them since the one-backward FGM path, issue 16)
+        assert "# CLLMFS terms: InfoNCE yes, FGM yes" in path.read_text(), name
         _launch_args(path)
 
 

@@ -496,15 +496,143 @@ def test_left_padding_gives_the_right_padding_loss(
     assert torch.allclose(results["left"][2], results["right"][2], rtol=1e-3, atol=1e-6)
 
 
-def test_fgm_refused_under_accelerate_deepspeed(
+# ---- FGM: one backward per micro-batch gives the gradients of the two-backward path ---------------------
+def _grads_of_first_step(model_factory, tokenizer, records, tmp_path, tag, **overrides):
+    """The parameter gradients the optimizer sees at step 1 (after accumulation), by name."""
+    from transformers import TrainerCallback
+
+    grads: dict[str, torch.Tensor] = {}
+
+    class Grab(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if not grads:
+                grads.update(
+                    {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+                )
+
+    settings = {
+        "max_steps": 1,
+        "contrastive_weight": 1.0,
+        "adversarial": "fgm",
+        "adversarial_weight": 1.0,
+        "adversarial_epsilon": 0.5,
+        "max_grad_norm": 0.0,  # the raw gradients, not clipped ones
+        **overrides,
+    }
+    trainer = _trainer(
+        model_factory("llama", tokenizer, seed=3),
+        tokenizer,
+        records,
+        _config(tmp_path / tag, **settings),
+        peft_config=_lora(init_lora_weights=False),
+        callbacks=[Grab()],
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    return trainer, grads, logs[0]
+
+
+@pytest.mark.parametrize(
+    "batch,accumulation,extra",
+    [
+        (4, 1, {}),
+        (2, 2, {}),
+        (2, 2, dict(adversarial_epsilon=0.05, adversarial_epsilon_scale="embedding_norm")),
+        (2, 2, dict(activation_checkpointing=True)),  # non-reentrant, transformers' default
+    ],
+    ids=["no-accumulation", "accumulation", "relative-epsilon", "checkpointing"],
+)
+def test_single_backward_fgm_gives_the_two_backward_gradients(
+    batch, accumulation, extra, sentencepiece_tokenizer, tiny_model_factory, records, tmp_path
+):
+    """The acceptance test of the one-backward FGM path: same gradients (1e-5, float32), same logged terms."""
+    data = [r for r in records if r["spans"]][:4]
+    runs = {}
+    for mode in ("double", "single"):
+        runs[mode] = _grads_of_first_step(
+            tiny_model_factory,
+            sentencepiece_tokenizer,
+            data,
+            tmp_path,
+            mode,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            adversarial_backward=mode,
+            **extra,
+        )
+    (t_double, g_double, log_double), (t_single, g_single, log_single) = runs["double"], runs["single"]
+    assert (t_double.fgm_backward, t_single.fgm_backward) == ("double", "single")
+    assert g_double and sorted(g_double) == sorted(g_single)
+    assert all("lora_" in n for n in g_single)
+    assert sum(float(g.abs().sum()) for g in g_single.values()) > 0
+    for name, g in g_double.items():
+        assert torch.allclose(g_single[name], g, rtol=1e-5, atol=1e-5), (
+            name,
+            float((g_single[name] - g).abs().max()),
+        )
+    for key in ("loss", "lm_loss", "contrastive_loss", "adversarial_loss"):
+        assert log_single[key] == pytest.approx(log_double[key], rel=1e-5, abs=1e-6), key
+    assert log_single["loss"] == pytest.approx(
+        log_single["lm_loss"] + log_single["contrastive_loss"] + log_single["adversarial_loss"], rel=1e-4
+    )
+
+
+def test_fgm_backward_choice_and_checkpointing(
+    sentencepiece_tokenizer, tiny_model_factory, records, tmp_path
+):
+    from cllmfs_hf.fgm import checkpointing_is_reentrant, use_non_reentrant_checkpointing
+
+    def build(**kw):
+        return _trainer(
+            tiny_model_factory("llama", sentencepiece_tokenizer),
+            sentencepiece_tokenizer,
+            records[:4],
+            _config(tmp_path, max_steps=1, **kw),
+            peft_config=_lora(),
+        )
+
+    assert build().fgm_backward == "double"  # auto, one process: the path with one backward pass fewer
+    assert build(adversarial="none").fgm_backward is None
+    with pytest.raises(ValueError, match=r"use_reentrant': False"):
+        build(
+            adversarial_backward="single",
+            activation_checkpointing=True,
+            activation_checkpointing_kwargs={"use_reentrant": True},
+        )
+    with pytest.raises(ValueError, match="adversarial_backward="):
+        CLLMFSConfig(output_dir=str(tmp_path), adversarial_backward="triple")
+    # Reentrant checkpointing chosen by someone else (TRL does so for PEFT + ZeRO-3): the first step of the
+    # single path re-binds it to non-reentrant, and trains.
+    trainer = build(adversarial_backward="single", activation_checkpointing=True)
+    trainer.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    assert checkpointing_is_reentrant(trainer.model)
+    original = trainer.model.activation_checkpointing_enable
+    trainer.model.activation_checkpointing_enable = lambda **kw: original(
+        activation_checkpointing_kwargs={"use_reentrant": True}
+    )
+    trainer.train()
+    assert not checkpointing_is_reentrant(trainer.model)
+    assert not use_non_reentrant_checkpointing(trainer.model)
+    log = [h for h in trainer.state.log_history if "loss" in h][0]
+    assert math.isfinite(log["adversarial_loss"]) and log["adversarial_loss"] > 0
+
+
+def test_fgm_runs_under_accelerate_deepspeed_with_one_backward(
     tmp_path, smollm2_tokenizer, tiny_model_factory, records, monkeypatch
 ):
-    """`accelerate launch --config_file deepspeed_zero2.yaml` sets no --deepspeed, only the plugin: still refused."""
+    """`accelerate launch --config_file deepspeed_zero2.yaml` sets no --deepspeed, only the plugin: FGM takes the
+    one-backward path, and the two-backward path is refused before training with the fix."""
     pytest.importorskip("deepspeed")
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
     args = _config(tmp_path, use_cpu=False)
     assert args.deepspeed is None and args.deepspeed_plugin is not None
     model = tiny_model_factory("llama", smollm2_tokenizer)
-    with pytest.raises(ValueError, match="--adversarial none"):
+    assert _trainer(model, smollm2_tokenizer, records[:4], args, peft_config=_lora()).fgm_backward == "single"
+    args = _config(tmp_path, use_cpu=False, adversarial_backward="double")
+    model = tiny_model_factory("llama", smollm2_tokenizer)
+    with pytest.raises(
+        ValueError,
+        match=r"does not run under DeepSpeed \(the accelerate config.s distributed_type: DEEPSPEED \(ZeRO stage 2\).*adversarial_backward single",
+    ):
         _trainer(model, smollm2_tokenizer, records[:4], args, peft_config=_lora())

@@ -31,6 +31,10 @@ def test_two_process_training_saves_once(sentencepiece_tokenizer_dir, politics_t
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "ACCELERATE_USE_CPU": "true",
+        # the package of this checkout (a git worktree), not whichever one the venv's editable install points to
+        "PYTHONPATH": os.pathsep.join([str(SCRIPT.parents[2]), os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        ),
     }
     cmd = [
         str(accelerate),

@@ -32,6 +32,20 @@ def main() -> None:
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--sentences", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--use_cpu",
+        choices=["true", "false"],
+        default="true",
+        help="TrainingArguments.use_cpu: true for DDP over gloo; false under DeepSpeed (DS_ACCELERATOR=cpu) and FSDP, "
+        "whose accelerate plugins are off when accelerate is told to use the CPU",
+    )
+    parser.add_argument(
+        "--checkpointing",
+        choices=["on", "off"],
+        default="on",
+        help="activation checkpointing (non-reentrant)",
+    )
     cli = parser.parse_args()
 
     import torch
@@ -47,13 +61,16 @@ def main() -> None:
 
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(cli.tokenizer)
-    model = build_tiny_causal_lm("llama", len(tokenizer))
+    model = build_tiny_causal_lm("llama", len(tokenizer), seed=cli.seed)
     sentences = read_conll(cli.data)[: cli.sentences]
     records = build_records(sentences, negative_ratio=0.3)
     args = CLLMFSConfig(
         output_dir=cli.output,
         report_to="none",
-        use_cpu=True,
+        use_cpu=cli.use_cpu == "true",
+        # Without an accelerator, accelerate 1.16 picks no backend for DeepSpeed / FSDP and counts 1 process
+        # while DeepSpeed's own group has 2 (DeepSpeed then asserts "train_batch_size ... 4 != 2 * 2 * 2").
+        ddp_backend=None if cli.use_cpu == "true" else "gloo",
         bf16=False,
         max_steps=cli.steps,
         per_device_train_batch_size=2,
@@ -61,7 +78,8 @@ def main() -> None:
         learning_rate=1e-3,
         logging_steps=1,
         save_strategy="no",
-        activation_checkpointing=True,
+        seed=cli.seed,
+        activation_checkpointing=cli.checkpointing == "on",
         contrastive_weight=1.0,
         adversarial="fgm",
         disable_tqdm=True,
@@ -79,11 +97,17 @@ def main() -> None:
     )
     trainer.train()
     trainer.save_model(cli.output)
+    # Under ZeRO-3 and FSDP each rank holds a shard only: no checksum of the replicas there.
+    sharded = trainer.is_fsdp_enabled or (
+        trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    )
     lora = [p.detach().double() for n, p in trainer.model.named_parameters() if "lora_" in n]
     report = {
         "world_size": trainer.accelerator.num_processes,
         "rank": trainer.accelerator.process_index,
-        "lora_checksum": float(sum((p * (i + 1)).sum() for i, p in enumerate(lora))),
+        "distributed_type": str(trainer.accelerator.distributed_type),
+        "fgm_backward": trainer.fgm_backward,
+        "lora_checksum": None if sharded else float(sum((p * (i + 1)).sum() for i, p in enumerate(lora))),
         "logs": [h for h in trainer.state.log_history if "loss" in h],
     }
     Path(cli.output, f"rank{report['rank']}.json").write_text(json.dumps(report, indent=1))

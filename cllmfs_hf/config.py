@@ -305,7 +305,7 @@ class AdversarialConfig:
         metadata={
             "help": "What epsilon measures: 'absolute' (the perturbation's L2 norm per `adversarial_norm` unit) or "
             "'embedding_norm' (a fraction of the clean embedding outputs' L2 norm over the same unit, so one value "
-            "works across models whose embedding scales differ; 0.05 = a 5% perturbation).",
+            "works across models whose embedding scales differ; 0.05 = a perturbation of 5 percent).",
             "choices": list(_EPSILON_SCALES),
         },
     )

@@ -188,12 +188,14 @@ class SourceAdapter:
             )
 
     def resolve_lora(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """The adapter's LoRA values for every option; ``given`` holds the options the user set (None = unset).
+        """The value of every LoRA option: the adapter's, or the one given when it equals the adapter's (kept
+        as spelled); ``given`` holds the options the user set (None = unset).
 
         A set option that differs from the adapter's value is refused, naming the option and the adapter's
         value: the LoRA shape of a loaded adapter cannot change, so ignoring the option would be a silent lie.
         """
         adapter = self.lora_values()
+        resolved = dict(adapter)
         for option, value in given.items():
             if value is None or (option in _FLAG_OFF and value is _FLAG_OFF[option]):
                 continue
@@ -209,7 +211,8 @@ class SourceAdapter:
                     f"drop --{option} (from the command line and from the --config recipe) to take the adapter's, "
                     "or train from the base model without --init_adapter",
                 )
-        return adapter
+            resolved[option] = value
+        return resolved
 
     def merge_types(
         self, entity_types: Sequence[str], descriptions: Mapping[str, str] | None

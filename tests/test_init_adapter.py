@@ -359,3 +359,32 @@ def test_the_recipe_parses_for_both_stages(stage1, tiny_base, wikigold_head, pol
     )
     assert model_args.init_adapter == str(stage1) and model_args.model_name_or_path == str(tiny_base)
     assert data_args.k_shot == 5
+
+
+def test_train_py_refuses_a_plain_peft_adapter_before_training(small_adapter, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = _copy(small_adapter, tmp_path)
+    _no_cllmfs_config(folder)
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CLLMFS_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "examples" / "train.py"),
+            "--init_adapter",
+            str(folder),
+            "--output_dir",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert f"--init_adapter {folder}: no cllmfs_config.json" in proc.stderr
+    assert not out.exists()

@@ -734,10 +734,12 @@ def _log(message: str) -> None:
     print(f"[fewshot {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def model_config(cfg: BenchConfig) -> Any:
+def model_config(cfg: BenchConfig, init_adapter: str | None = None) -> Any:
     """TRL's ``ModelConfig`` of every LLM system: the base model and the LoRA shape (the library's defaults for
-    the rest, e.g. the dtype), through :func:`cllmfs_hf.training.default_model_config`."""
+    the rest, e.g. the dtype), through :func:`cllmfs_hf.training.default_model_config`; ``init_adapter``: the
+    adapter a second stage continues (checked against the same base and LoRA shape)."""
     return training.default_model_config(
+        init_adapter=init_adapter,
         model_name_or_path=cfg.model,
         lora_r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -810,15 +812,19 @@ def _train_llm(
     seed: int,
     model: Any = None,
     stage: str = "target",
+    init_adapter: str | None = None,
+    save_to: str | None = None,
 ) -> tuple[Any, Any, training.TrainSummary]:
     """One training run through the shared driver; returns (the trained PEFT model, its tokenizer, the summary).
 
-    ``model``: a PEFT model to keep training (the source stage's adapter); None = the base model with a fresh
-    LoRA adapter. ``bundle`` gives the entity types and descriptions the records were built with.
+    ``model``: a PEFT model to keep training; None = the base model with a fresh LoRA adapter, or with
+    ``init_adapter`` (a saved adapter folder: the source stage's) that adapter, as ``--init_adapter`` does in
+    ``examples/train.py``. ``save_to``: also save the trained adapter folder there. ``bundle`` gives the entity
+    types and descriptions the records were built with.
     """
     with tempfile.TemporaryDirectory(prefix=f"fewshot-{system}-") as tmp:
         trainer = training.build_trainer(
-            model_config(cfg),
+            model_config(cfg, init_adapter),
             training_config(cfg, system, steps=steps, seed=seed, output_dir=tmp),
             records,
             entity_types=bundle.entity_types,
@@ -827,6 +833,8 @@ def _train_llm(
             lineage={"benchmark": "fewshot", "system": system, "stage": stage, "dataset": bundle.name},
         )
         summary = training.train(trainer)
+        if save_to:
+            trainer.save_model(save_to)
     peft_model = trainer.accelerator.unwrap_model(trainer.model)
     return peft_model, trainer.processing_class, summary
 
@@ -905,18 +913,22 @@ def _run_system(
             source_records = build_records(
                 sample, source.entity_types, source.descriptions, negative_ratio=cfg.negative_ratio, seed=seed
             )
-            model, _, first = _train_llm(
-                system,
-                cfg,
-                source_records,
-                source,
-                steps=cfg.source_steps or steps,
-                seed=seed,
-                stage="source",
-            )
-            model, tokenizer, summary = _train_llm(
-                system, cfg, records, bundle, steps=steps, seed=seed, model=model
-            )
+            # The target stage continues the saved source adapter through --init_adapter's code path.
+            with tempfile.TemporaryDirectory(prefix="fewshot-source-adapter-") as stage_dir:
+                _, _, first = _train_llm(
+                    system,
+                    cfg,
+                    source_records,
+                    source,
+                    steps=cfg.source_steps or steps,
+                    seed=seed,
+                    stage="source",
+                    save_to=f"{stage_dir}/adapter",
+                )
+                _free_memory()
+                model, tokenizer, summary = _train_llm(
+                    system, cfg, records, bundle, steps=steps, seed=seed, init_adapter=f"{stage_dir}/adapter"
+                )
             source_steps = first.steps
             train_seconds = first.seconds + summary.seconds
             steps_done, loss, terms = summary.steps, summary.last_loss, summary.loss_terms

@@ -312,6 +312,14 @@ class NERAdapterConfig:
     format_version: int = field(
         default=CLLMFS_CONFIG_FORMAT, metadata={"help": "Version of this file's layout."}
     )
+    lineage: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={
+            "help": "Earlier training stages, oldest first, when the adapter continued another one "
+            "(--init_adapter): each the source adapter's path or id and what it was trained on. Saved only "
+            "when not empty, so single-stage files stay readable by older versions."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.entity_types, str) or not isinstance(self.entity_types, Sequence):
@@ -374,6 +382,12 @@ class NERAdapterConfig:
                     )
                 for i, item in enumerate(results):
                     EvalResultSpec.from_mapping(item, f"metrics['eval_results'][{i}]")
+        if not isinstance(self.lineage, list) or not all(isinstance(e, Mapping) for e in self.lineage):
+            raise ValueError(
+                f"lineage must be a list of dicts (one per earlier training stage), got {self.lineage!r}."
+            )
+        self.lineage = [dict(e) for e in self.lineage]
+        _check_json_value(self.lineage, "lineage")
         if not isinstance(self.format_version, int) or self.format_version > CLLMFS_CONFIG_FORMAT:
             raise ValueError(
                 f"format_version {self.format_version!r} is newer than this cllmfs_hf understands "
@@ -399,6 +413,7 @@ class NERAdapterConfig:
         training: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
         type_names: Mapping[str, str] | None = None,
+        lineage: Sequence[Mapping[str, Any]] | None = None,
     ) -> NERAdapterConfig:
         """The config of an adapter trained on ``entity_types``, with the descriptions the records used.
 
@@ -420,12 +435,16 @@ class NERAdapterConfig:
             base_model=base_model,
             training=dict(training or {}),
             metrics=dict(metrics) if metrics is not None else None,
+            lineage=[dict(e) for e in lineage or []],
         )
 
     # ---- serialisation --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with every field."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict with every field (``lineage`` only when not empty)."""
+        data = dataclasses.asdict(self)
+        if not data["lineage"]:
+            del data["lineage"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "cllmfs_config") -> NERAdapterConfig:

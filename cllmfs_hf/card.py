@@ -180,6 +180,51 @@ def _training_section(training: Mapping[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _lineage_section(
+    lineage: Sequence[Mapping[str, Any]], training: Mapping[str, Any], base: str | None
+) -> str:
+    """The stages that made the adapter, oldest first, when it continued another one (``--init_adapter``)."""
+    if not lineage:
+        return ""
+
+    def row(stage: int, start: str, made: str, entry: Mapping[str, Any]) -> list[Any]:
+        seed = f"{entry.get('sample_seed', '-')} / {entry.get('seed', '-')}"
+        types = ", ".join(f"`{t}`" for t in entry.get("entity_types") or []) or "-"
+        return [
+            stage,
+            start,
+            made,
+            entry.get("train_data") or "not recorded",
+            entry.get("k_shot") or "whole file",
+            seed,
+            types,
+        ]
+
+    rows, start = [], f"base `{base}`" if base else "the base model"
+    for i, entry in enumerate(lineage, 1):
+        rows.append(row(i, start, f"`{entry.get('adapter')}`", entry))
+        start = f"`{entry.get('adapter')}`"
+    rows.append(row(len(lineage) + 1, start, "this adapter", training))
+    rows[-1][-1] = "the types above"
+    return (
+        f"**Lineage** (two-stage adaptation): this adapter continued training from `{lineage[-1].get('adapter')}`, "
+        "whose LoRA weights it started from; its entity types are that adapter's plus the new data's.\n\n"
+        + _table(
+            [
+                "Stage",
+                "Started from",
+                "Saved as",
+                "Training data",
+                "K",
+                "Seeds (sampling / training)",
+                "Entity types",
+            ],
+            rows,
+        )
+        + "\n\n"
+    )
+
+
 def _term_status(training: Mapping[str, Any], weight_key: str, mode_key: str | None = None) -> str | None:
     if mode_key is not None and str(training.get(mode_key, "")).lower() == "none":
         return "off"
@@ -379,7 +424,8 @@ def build_model_card(
         span_open=SPAN_OPEN,
         span_close=SPAN_CLOSE,
         evaluation=_evaluation_section(specs, ner_config.metrics),
-        training=_training_section(ner_config.training),
+        training=_lineage_section(ner_config.lineage, ner_config.training, str(base) if base else None)
+        + _training_section(ner_config.training),
         limitations=_limitations(str(base) if base else None, ner_config.entity_types),
         framework_versions="\n".join(f"- {name}: {version}" for name, version in framework.items()),
     )

@@ -4,8 +4,11 @@
 all train through these functions; a benchmark's systems differ only in ``CLLMFSConfig`` values (plain LoRA
 SFT is ``contrastive_weight=0, adversarial="none"``, whose loss equals TRL's ``SFTTrainer``'s).
 
-- :func:`build_trainer`: base model (or an adapter to keep training), LoRA from TRL's ``ModelConfig``,
-  tokenizer, records and the adapter's :class:`~cllmfs_hf.artifact.NERAdapterConfig` -> a ``CLLMFSTrainer``.
+- :func:`build_trainer`: base model (or an adapter to keep training), LoRA from
+  :class:`~cllmfs_hf.model_arguments.ModelArguments` (TRL's ``ModelConfig`` plus ``init_adapter``), tokenizer,
+  records and the adapter's :class:`~cllmfs_hf.artifact.NERAdapterConfig` -> a ``CLLMFSTrainer``. With
+  ``init_adapter`` (two-stage adaptation) it starts from that adapter's LoRA weights, merges its entity types
+  and records it as the lineage (:mod:`cllmfs_hf.init_adapter`).
 - :func:`train`: runs it (resuming from ``"last"`` = the newest complete checkpoint) and summarises the run.
 - :func:`evaluate_adapter`: span-constrained greedy predictions on annotated sentences, with the LoRA deltas
   merged while generating, -> :class:`Evaluation` (scores and the predictions themselves).
@@ -38,6 +41,8 @@ from .data.arguments import DEMO_DATA_DIR, DataArguments, load_job_data
 from .data.descriptions import check_described_labels, read_descriptions
 from .data.records import build_records, label_set, records_to_dataset
 from .data.types import AnnotatedSentence, Mention
+from .init_adapter import SourceAdapter, inspect_init_adapter
+from .model_arguments import LORA_TARGET_MODULES, ModelArguments
 
 if TYPE_CHECKING:
     from .evaluation import NERScores
@@ -46,12 +51,15 @@ if TYPE_CHECKING:
 __all__ = [
     "DEMO_DATA_DIR",
     "LOGGED_TERMS",
+    "LORA_TARGET_MODULES",
     "DataArguments",
+    "ModelArguments",
     "Evaluation",
     "TrainSummary",
     "build_trainer",
     "default_model_config",
     "evaluate_adapter",
+    "init_adapter_of",
     "last_complete_checkpoint",
     "load_job_data",
     "run",
@@ -70,32 +78,15 @@ LOGGED_TERMS = (
 )
 
 
-#: LoRA on every projection of the decoder blocks (what "all-linear" selects on Llama-style models, spelled
-#: out so that the saved adapter config and the card name the modules).
-LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def default_model_config(**overrides: Any):
-    """TRL's ``ModelConfig`` with this library's defaults: the embedded SmolLM2, LoRA r=16 on all projections.
+def default_model_config(**overrides: Any) -> ModelArguments:
+    """:class:`ModelArguments` (TRL's ``ModelConfig`` + ``init_adapter``) with this library's defaults: the
+    embedded SmolLM2, LoRA r=16 on all projections; with ``init_adapter=``, that adapter's base and LoRA shape.
 
     Example:
         >>> default_model_config(lora_r=8).lora_r
         8
     """
-    from trl import ModelConfig
-
-    from .models import DEFAULT_MODEL
-
-    values: dict[str, Any] = dict(
-        model_name_or_path=DEFAULT_MODEL,
-        use_peft=True,
-        lora_r=16,
-        lora_alpha=32,
-        lora_dropout=0.05,
-        lora_target_modules=list(LORA_TARGET_MODULES),
-    )
-    values.update(overrides)
-    return ModelConfig(**values)
+    return ModelArguments(**overrides)
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
@@ -180,15 +171,21 @@ def build_trainer(
     """A ``CLLMFSTrainer`` for ``records`` (from :func:`cllmfs_hf.data.build_records`, or their dataset).
 
     Args:
-        model_args: TRL's ``ModelConfig``: the base model and its dtype, and the LoRA shape (``use_peft``,
-            ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``).
+        model_args: :class:`ModelArguments` (or TRL's ``ModelConfig``): the base model and its dtype, and the
+            LoRA shape (``use_peft``, ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``).
+            With ``init_adapter`` set, training starts from that CLLMFS adapter: its LoRA weights are loaded
+            onto the base (``PeftModel.from_pretrained(base, folder, is_trainable=True)``, and no
+            ``peft_config`` goes to the trainer, which would refuse one beside a PeftModel); the saved adapter's
+            entity types and descriptions are the source adapter's merged with these
+            (:meth:`cllmfs_hf.init_adapter.SourceAdapter.merge_types`: the ones given here win), and it
+            records the source adapter in its ``lineage``.
         training_args: a :class:`~cllmfs_hf.config.CLLMFSConfig` (the CLLMFS terms and everything of SFTConfig).
         records: the training records.
         entity_types, descriptions: what the adapter extracts and how the records described it; recorded in
             the adapter folder the trainer writes (``cllmfs_config.json`` and the card).
         model: an already loaded base model (e.g. the one the zero-shot reference ran), or a ``PeftModel`` to
-            keep training (its LoRA shape is kept; no new adapter is added). Default: load
-            ``model_args.model_name_or_path``.
+            keep training in memory (its LoRA shape is kept; no new adapter is added; not with
+            ``init_adapter``). Default: load ``model_args.model_name_or_path``.
         tokenizer: the tokenizer (default: loaded for the model).
         lineage: extra facts recorded with the training hyperparameters (e.g. ``{"k_shot": 5}``).
     """
@@ -205,6 +202,12 @@ def build_trainer(
         tokenizer = load_tokenizer(model_args.model_name_or_path, padding_side="right")
     if model is None:
         model = load_base_model(model_args.model_name_or_path, dtype=model_args.dtype)
+    source = init_adapter_of(model_args)
+    type_names: dict[str, str] = {}
+    if source is not None:
+        source.check_base_model(model_args.model_name_or_path)
+        model = source.load_trainable(model)
+        entity_types, descriptions, type_names = source.merge_types(entity_types, descriptions)
     continuing = hasattr(model, "peft_config")
     peft_config = None if continuing else get_peft_config(model_args)
     if peft_config is not None and not continuing:
@@ -215,6 +218,8 @@ def build_trainer(
         descriptions,
         base_model=portable_model_id(model_args.model_name_or_path),
         training=dict(lineage or {}),
+        type_names=type_names,
+        lineage=source.lineage() if source is not None else None,
     )
     return CLLMFSTrainer(
         model=model,
@@ -224,6 +229,12 @@ def build_trainer(
         peft_config=peft_config,
         adapter_config=adapter_config,
     )
+
+
+def init_adapter_of(model_args: Any) -> SourceAdapter | None:
+    """The checked adapter that ``model_args.init_adapter`` names (files only, no model loaded), or None."""
+    reference = getattr(model_args, "init_adapter", None)
+    return inspect_init_adapter(reference) if reference else None
 
 
 def _check_lora_targets(model: Any, peft_config: Any) -> None:
@@ -345,6 +356,10 @@ def run(data_args: DataArguments, model_args: Any, training_args: Any) -> dict[s
     entity_types = list(data_args.entity_types or label_set(support))
     if descriptions:
         check_described_labels(descriptions, entity_types, data_args.descriptions_file)
+    source = init_adapter_of(model_args)
+    if source is not None:  # the records prompt each type as the adapter will record it (the new file wins)
+        source.check_base_model(model_args.model_name_or_path)
+        descriptions = source.merge_types(entity_types, descriptions)[1]
     records = build_records(
         support,
         entity_types,
@@ -369,7 +384,12 @@ def run(data_args: DataArguments, model_args: Any, training_args: Any) -> dict[s
         descriptions=descriptions,
         model=model,
         tokenizer=tokenizer,
-        lineage={"train_data": train_src, "k_shot": data_args.k_shot, "support_sentences": len(support)},
+        lineage={
+            "train_data": train_src,
+            "k_shot": data_args.k_shot,
+            "sample_seed": data_args.sample_seed,
+            "support_sentences": len(support),
+        },
     )
     output_dir = Path(training_args.output_dir)
     report: dict[str, Any] = {
@@ -381,6 +401,8 @@ def run(data_args: DataArguments, model_args: Any, training_args: Any) -> dict[s
         "test_sentences": len(test),
         "entity_types": entity_types,
     }
+    if source is not None:
+        report["init_adapter"] = source.reference
     eval_kwargs = dict(
         entity_types=entity_types,
         descriptions=descriptions,
@@ -388,8 +410,9 @@ def run(data_args: DataArguments, model_args: Any, training_args: Any) -> dict[s
         max_new_tokens=data_args.max_new_tokens,
     )
 
-    # 2. Zero-shot reference on the same test sentences: the trainer's model with its fresh LoRA adapter
-    # disabled is exactly the base model.
+    # 2. Zero-shot reference on the same test sentences: the trainer's model with its LoRA adapter disabled
+    # is exactly the base model. With --init_adapter, the source adapter as loaded is the other reference:
+    # what stage 1 alone gives on the target.
     if data_args.zero_shot_baseline and _is_main_process():
         peft_model = trainer.accelerator.unwrap_model(trainer.model)
         if not _shards_parameters(training_args):
@@ -397,6 +420,10 @@ def run(data_args: DataArguments, model_args: Any, training_args: Any) -> dict[s
         with peft_model.disable_adapter():
             report["zero_shot"] = _scores_dict(
                 evaluate_adapter(peft_model.base_model.model, tokenizer, test, **eval_kwargs)
+            )
+        if source is not None:
+            report["init_adapter_zero_shot"] = _scores_dict(
+                evaluate_adapter(peft_model, tokenizer, test, **eval_kwargs)
             )
 
     # 3. Train.

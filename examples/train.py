@@ -4,10 +4,13 @@
     accelerate launch examples/train.py --config examples/recipes/demo.yaml
     python examples/train.py --train_file my_train.conll --test_file my_test.conll --k_shot 5 \\
         --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --output_dir outputs/mine
+    python examples/train.py --init_adapter outputs/source/adapter --train_file target.conll --k_shot 5 \
+        --test_file target_test.conll --output_dir outputs/target   # stage 2 of two-stage adaptation
     python examples/train.py --help                            # every option, documented
 
-Options come from three dataclasses: `DataArguments` (data, `cllmfs_hf.training`), TRL's `ModelConfig` (base
-model and LoRA) and `CLLMFSConfig` (training, contrastive and adversarial terms, logging, checkpoints, Hub). A
+Options come from three dataclasses: `DataArguments` (data, `cllmfs_hf.training`), `ModelArguments` (TRL's
+`ModelConfig`: base model and LoRA, plus `--init_adapter`, `cllmfs_hf.model_arguments`) and `CLLMFSConfig`
+(training, contrastive and adversarial terms, logging, checkpoints, Hub). A
 YAML recipe given with `--config` sets defaults; command-line flags override it. The job itself is
 `cllmfs_hf.training.run`, the one training path the benchmarks and tests use too.
 """
@@ -18,10 +21,10 @@ import json
 import logging
 import sys
 
-from trl import ModelConfig, TrlParser
+from trl import TrlParser
 
 from cllmfs_hf.config import CLLMFSConfig
-from cllmfs_hf.training import DataArguments, default_model_config, run
+from cllmfs_hf.training import DataArguments, ModelArguments, run
 
 # Defaults of the default job (`make demo`); a recipe (--config) or flags override them. Chosen on CrossNER
 # politics DEV (not the bundled test slice) on a GPU, 5-shot support set, 100 dev sentences, F1:
@@ -47,23 +50,20 @@ DEMO_DEFAULTS = dict(
 
 def build_parser() -> TrlParser:
     """The parser of this script: data, model/LoRA and CLLMFS training options, with the demo's defaults."""
-    parser = TrlParser((DataArguments, ModelConfig, CLLMFSConfig), description=__doc__.split("\n\n")[0])
+    parser = TrlParser((DataArguments, ModelArguments, CLLMFSConfig), description=__doc__.split("\n\n")[0])
     # TrlParser reads --config itself before argparse runs; declared here so that --help documents it.
     parser.add_argument(
         "--config",
         default=None,
         help="YAML recipe whose keys set option defaults (flags still override them).",
     )
-    model_defaults = {
-        k: v for k, v in vars(default_model_config()).items() if k.startswith(("lora_", "use_peft"))
-    }
-    parser.set_defaults(
-        **DEMO_DEFAULTS, **model_defaults, model_name_or_path=default_model_config().model_name_or_path
-    )
+    # The model and LoRA options keep ModelArguments' defaults (None = unset): it fills them from --init_adapter
+    # when given, so that only a LoRA flag the user set can conflict with the adapter.
+    parser.set_defaults(**DEMO_DEFAULTS)
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, ModelConfig, CLLMFSConfig]:
+def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, ModelArguments, CLLMFSConfig]:
     # the fourth value is the namespace of --config, already applied by TrlParser
     data_args, model_args, training_args, _ = build_parser().parse_args_and_config(argv)
     return data_args, model_args, training_args

@@ -10,6 +10,7 @@ with MiniLM's tokenizer; every trained system runs 2 steps.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -507,7 +508,7 @@ def test_every_llm_system_trains_through_the_shared_driver(
                 "model_args": model_args,
                 "args": training_args.to_dict(),
                 "entity_types": list(kwargs["entity_types"]),
-                "continues": kwargs.get("model") is not None,
+                "continues": getattr(model_args, "init_adapter", None) is not None,
             }
         )
         return trainer
@@ -562,13 +563,15 @@ def test_every_llm_system_trains_through_the_shared_driver(
         assert trainer is built["trainer"] and isinstance(trainer, CLLMFSTrainer)
         assert summary.steps == 1
     source_stage, target_stage = [b for b in calls["build"] if b["system"] == SOURCE_SYSTEM]
-    assert not source_stage["continues"] and target_stage["continues"]  # the target stage keeps the adapter
+    # the target stage continues the saved source adapter, as --init_adapter does
+    assert not source_stage["continues"] and target_stage["continues"]
+    assert target_stage["trainer"].adapter_config.lineage[-1]["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
     assert source_stage["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
     assert target_stage["entity_types"] == sorted(TYPES)
     assert runs[SOURCE_SYSTEM]["source_steps"] == 1
 
     # One LoRA config for every system, from the benchmark's flags.
-    lora = [c["model_args"] for c in calls["build"]]
+    lora = [dataclasses.replace(c["model_args"], init_adapter=None) for c in calls["build"]]
     assert all(m == lora[0] for m in lora)
     assert (lora[0].model_name_or_path, lora[0].lora_r, lora[0].lora_alpha) == (str(tiny_llm_dir), 16, 32)
     assert lora[0].lora_target_modules == result["config"]["lora_target_modules"]

@@ -231,6 +231,13 @@ def test_center_states_by_hand_and_its_cosines():
         center_states(hidden, mask, "prompt_standardize")[0], (hidden[0] - mean) / std, atol=1e-5
     )
     assert center_states(hidden, mask, "none") is hidden
+    # an attention sink (a massive first-token state) is left out of the statistics, not averaged in
+    sunk = hidden.clone()
+    sunk[0, 0] = 1000.0 * hidden[0, 0]
+    rest_mean = hidden[0, 1:4].mean(0)
+    assert torch.allclose(
+        center_states(sunk, mask, "prompt_mean")[0, 1:], hidden[0, 1:] - rest_mean, atol=1e-5
+    )
     # a row without prompt tokens stays as it is (no NaN)
     assert torch.equal(
         center_states(hidden, torch.zeros(1, 6, dtype=torch.bool), "prompt_standardize"), hidden

@@ -441,10 +441,11 @@ def test_recipes_hold_the_old_preset_values(tmp_path: Path, monkeypatch) -> None
         "datasets": [str(shared / "crossner/politics"), str(shared / "bio/NCBI-disease-IOB")],
         "k": [5],
         "seeds": [0, 1],
-        "systems": ["zero_shot", "sft", "cllmfs_full", "encoder"],
+        "systems": ["zero_shot", "sft", "cllmfs_infonce", "encoder"],
         "max_test_sentences": 40,
         "max_steps": 30,
         "epochs": None,
+        "negative_ratio": 0.3,  # from the dev study (2026-12-04); the old preset kept every negative record
         "preset": "quick",
     }
     old_full = {

@@ -65,7 +65,14 @@ def _trainer(model, tokenizer, records, args, **kw):
 def test_config_defaults_and_validation(tmp_path):
     cfg = CLLMFSConfig(output_dir=str(tmp_path), report_to="none")
     assert cfg.remove_unused_columns is False and cfg.dataset_kwargs == {"skip_prepare_dataset": True}
-    assert cfg.contrastive_enabled and cfg.adversarial_enabled
+    # the dev study's defaults: a centred, warmed-up InfoNCE term at weight 1.0; FGM off (one flag away)
+    assert cfg.contrastive_enabled and not cfg.adversarial_enabled
+    assert (cfg.contrastive_weight, cfg.contrastive_centering, cfg.contrastive_warmup_ratio) == (
+        1.0,
+        "prompt_mean",
+        0.3,
+    )
+    assert CLLMFSConfig(output_dir=str(tmp_path), report_to="none", adversarial="fgm").adversarial_enabled
     assert (
         CLLMFSConfig(
             output_dir=str(tmp_path), report_to="none", remove_unused_columns=True

@@ -216,7 +216,7 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
     )
     assert cfg.datasets == [str(tiny_dataset)]
     assert fewshot.plan_steps(5, cfg) == fewshot.plan_steps(500, cfg) == 30
-    assert cfg.systems == ["zero_shot", "sft", "cllmfs_full", "encoder"]
+    assert cfg.systems == ["zero_shot", "sft", "cllmfs_infonce", "encoder"]
     cfg = config_from_args(
         ["--preset", "quick", "--datasets", str(tiny_dataset), "--max_steps", "3", "--k", "1", "5"]
     )

@@ -44,6 +44,12 @@ def _config(tmp_path, **overrides) -> CLLMFSConfig:
         max_length=512,
         dataloader_num_workers=0,
         disable_tqdm=True,
+        # The mechanics tests pin the term settings they were written for (the library's defaults come from the
+        # dev study and are checked in test_config_defaults_and_validation): raw states, no warm-up, FGM on.
+        contrastive_weight=0.1,
+        contrastive_centering="none",
+        contrastive_warmup_ratio=0.0,
+        adversarial="fgm",
     )
     base.update(overrides)
     return CLLMFSConfig(**base)

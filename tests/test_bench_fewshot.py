@@ -467,11 +467,17 @@ def test_recipes_hold_the_old_preset_values(tmp_path: Path, monkeypatch) -> None
         assert config_from_args(["--preset", name]).to_dict() == expected
         assert BenchConfig.from_preset(name).to_dict() == expected
     assert sorted(fewshot.available_recipes()) == ["full", "quick"]
-    # The committed quick result was made with the same values (re-run with every field on 2026-12-04).
+    # The committed quick result was made with the same values, except the two the dev study changed after it
+    # (2026-12-04; its complete re-run is pending, benchmarks/results/README.md says so): it kept every negative
+    # record and ran cllmfs_full. Nothing else may differ.
     committed = json.loads(
         (Path(fewshot.__file__).parent / "results" / "quick-cpu.json").read_text(encoding="utf-8")
     )["config"]
     expected = {**defaults, **old_quick, "datasets": committed["datasets"]}
+    changed_since = {"negative_ratio": 1.0, "systems": ["zero_shot", "sft", "cllmfs_full", "encoder"]}
+    if committed["negative_ratio"] == expected["negative_ratio"]:
+        changed_since = {}  # re-run with the current recipe
+    expected.update(changed_since)
     # A field added after that run is absent from it; every field it has holds the recipe's value.
     assert set(committed) <= set(expected)
     assert committed == {name: expected[name] for name in committed}

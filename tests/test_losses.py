@@ -243,37 +243,15 @@ def test_center_states_by_hand_and_its_cosines():
         center_states(hidden, torch.zeros(1, 6, dtype=torch.bool), "prompt_standardize"), hidden
     )
     # raw states: two unrelated spans look alike; centred, they do not
-    raw = contrastive_loss_terms(
-        hidden,
-        torch.tensor([[0, 1]]),
-        torch.tensor([[[1, 2]]]),
-        torch.tensor([[[[2, 3]]]]),
-        torch.tensor([0]),
-        0.1,
-    )
-    cen = contrastive_loss_terms(
-        hidden,
-        torch.tensor([[0, 1]]),
-        torch.tensor([[[1, 2]]]),
-        torch.tensor([[[[2, 3]]]]),
-        torch.tensor([0]),
-        0.1,
-        centering="prompt_mean",
-        token_mask=mask,
-    )
+    # one anchor (token 0), its positive (token 1) and one negative (token 2)
+    spans = (torch.tensor([[0, 1]]), torch.tensor([[[1, 2]]]), torch.tensor([[[[2, 3]]]]), torch.tensor([0]))
+    raw = contrastive_loss_terms(hidden, *spans, 0.1)
+    cen = contrastive_loss_terms(hidden, *spans, 0.1, centering="prompt_mean", token_mask=mask)
     assert raw.pos_cos > 0.9 and raw.neg_cos > 0.9
     assert abs(cen.pos_cos) < 0.9 and abs(cen.neg_cos) < 0.9
     assert cen.pos_cos == pytest.approx(_cos(centred[0, 0], centred[0, 1]), abs=1e-5)
     with pytest.raises(ValueError, match="needs token_mask"):
-        contrastive_loss_terms(
-            hidden,
-            torch.tensor([[0, 1]]),
-            torch.tensor([[[1, 2]]]),
-            torch.tensor([[[[2, 3]]]]),
-            torch.tensor([0]),
-            0.1,
-            centering="prompt_mean",
-        )
+        contrastive_loss_terms(hidden, *spans, 0.1, centering="prompt_mean")
     with pytest.raises(ValueError, match="Unknown centering 'whiten'"):
         center_states(hidden, mask, "whiten")
 

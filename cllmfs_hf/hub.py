@@ -49,6 +49,7 @@ from .artifact import (
     normalise_eval_results,
     training_hyperparameters,
 )
+from .bundled import bundled_adapter_path, is_bundled_name
 from .card import build_model_card
 from .models import load_base_model, load_tokenizer, looks_like_hub_id, portable_model_id
 from .push import push_to_hub
@@ -322,6 +323,8 @@ def is_adapter_folder(path_or_repo: str | os.PathLike[str]) -> bool:
         False
     """
     name = str(path_or_repo)
+    if is_bundled_name(name):
+        return True
     path = Path(name).expanduser()
     if path.exists():
         return path.is_dir() and (path / ADAPTER_CONFIG_NAME).is_file()
@@ -347,6 +350,8 @@ def is_adapter_folder(path_or_repo: str | os.PathLike[str]) -> bool:
 
 
 def _local_adapter_folder(path_or_repo: str, revision: str | None, token: str | bool | None) -> Path:
+    if is_bundled_name(path_or_repo):  # a shipped adapter (general-ner); a local folder of that name wins
+        return bundled_adapter_path(path_or_repo)
     path = Path(path_or_repo).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -356,7 +361,8 @@ def _local_adapter_folder(path_or_repo: str, revision: str | None, token: str | 
         return path
     if not looks_like_hub_id(path_or_repo):
         raise FileNotFoundError(
-            f"Adapter {path_or_repo!r} is neither an existing folder nor a Hub repo id (owner/name): check the path."
+            f"Adapter {path_or_repo!r} is neither an existing folder, a Hub repo id (owner/name) nor a bundled adapter "
+            "(general-ner): check the path."
         )
     from huggingface_hub import snapshot_download
 

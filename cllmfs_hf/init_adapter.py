@@ -88,6 +88,10 @@ def same_base_model(a: str, b: str) -> bool:
 
 
 def _local_folder(reference: str) -> Path:
+    from .bundled import bundled_adapter_path, is_bundled_name
+
+    if is_bundled_name(reference):  # a shipped adapter (general-ner); a local folder of that name wins
+        return bundled_adapter_path(reference)
     path = Path(reference).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -99,7 +103,8 @@ def _local_folder(reference: str) -> Path:
     if not looks_like_hub_id(reference):
         raise FileNotFoundError(
             f"--init_adapter {reference}: no such folder. Fix: pass the adapter folder of an earlier run "
-            "(<output_dir>/adapter, e.g. outputs/source/adapter) or a Hub repo id (owner/name)."
+            "(<output_dir>/adapter, e.g. outputs/source/adapter), a Hub repo id (owner/name) or a bundled adapter "
+            "(general-ner)."
         )
     from .hub import _local_adapter_folder
 

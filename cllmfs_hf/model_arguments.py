@@ -67,7 +67,8 @@ class ModelArguments(ModelConfig):
         default=None,
         metadata={
             "help": "Continue training this CLLMFS adapter (a folder saved by this script, e.g. "
-            "outputs/source/adapter, or a Hub id) on the new data: two-stage adaptation. Its base model and "
+            "outputs/source/adapter, a Hub id, or general-ner: the general NER adapter shipped with the package) "
+            "on the new data: two-stage adaptation. Its base model and "
             "LoRA shape are kept; its entity types and descriptions are merged with the new data's (the new "
             "--descriptions_file wins on conflict); the saved adapter records it as its lineage."
         },

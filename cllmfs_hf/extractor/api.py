@@ -150,8 +150,9 @@ class NERExtractor:
         base_model: str | None = None,
         **kwargs: Any,
     ) -> NERExtractor:
-        """An extractor from a base model (Hub id, local path, or the default ``smollm2-135m-instruct``) or
-        from a saved CLLMFS adapter folder / Hub repo (its entity types, descriptions and type names are then
+        """An extractor from a base model (Hub id, local path, or the default ``smollm2-135m-instruct``), from
+        the general NER adapter shipped with the package (``"general-ner"``, offline) or from a saved CLLMFS
+        adapter folder / Hub repo (its entity types, descriptions and type names are then
         read from its ``cllmfs_config.json``; ``entity_types``/``descriptions`` given here override them). A
         plain PEFT adapter (no ``cllmfs_config.json``) needs ``entity_types``. ``base_model`` overrides an
         adapter's recorded base (a moved local path, or a Hub id that is not cached offline).
@@ -159,6 +160,7 @@ class NERExtractor:
         Other keyword arguments go to :class:`NERExtractor` (``constraint``, ``max_context``, ...).
 
         Example:
+            >>> NERExtractor.from_pretrained("general-ner").predict("Marie Curie worked in Paris.")  # doctest: +SKIP
             >>> NERExtractor.from_pretrained("outputs/politics-adapter").entity_types  # doctest: +SKIP
             ['country', 'election', 'event', 'location', 'misc', 'organisation', 'person', ...]
         """

@@ -46,6 +46,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"| zero-shot base model (constrained decoding) | {_pct(zs['precision'])} | "
             f"{_pct(zs['recall'])} | {_pct(zs['f1'])} |"
         )
+    before = report.get("init_adapter_zero_shot")
+    if before:
+        lines.append(
+            f"| `{report.get('init_adapter')}` as it was, before this training | {_pct(before['precision'])} | "
+            f"{_pct(before['recall'])} | {_pct(before['f1'])} |"
+        )
     lines.append(
         f"| CLLMFS (this adapter) | {_pct(report.get('precision'))} | {_pct(report.get('recall'))} | "
         f"{_pct(report.get('f1'))} |"

@@ -413,15 +413,18 @@ def run(data_args: DataArguments, model_args: Any, training_args: Any) -> dict[s
     # 2. Zero-shot reference on the same test sentences: the trainer's model with its LoRA adapter disabled
     # is exactly the base model. With --init_adapter, the source adapter as loaded is the other reference:
     # what stage 1 alone gives on the target.
-    if data_args.zero_shot_baseline and _is_main_process():
+    with_base = data_args.zero_shot_baseline
+    with_source = source is not None and getattr(data_args, "init_adapter_baseline", True)
+    if (with_base or with_source) and _is_main_process():
         peft_model = trainer.accelerator.unwrap_model(trainer.model)
         if not _shards_parameters(training_args):
             peft_model.to(training_args.device)  # generate on the training device
-        with peft_model.disable_adapter():
-            report["zero_shot"] = _scores_dict(
-                evaluate_adapter(peft_model.base_model.model, tokenizer, test, **eval_kwargs)
-            )
-        if source is not None:
+        if with_base:
+            with peft_model.disable_adapter():
+                report["zero_shot"] = _scores_dict(
+                    evaluate_adapter(peft_model.base_model.model, tokenizer, test, **eval_kwargs)
+                )
+        if with_source:
             report["init_adapter_zero_shot"] = _scores_dict(
                 evaluate_adapter(peft_model, tokenizer, test, **eval_kwargs)
             )

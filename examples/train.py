@@ -75,14 +75,17 @@ def main(argv: list[str] | None = None) -> dict:
     report = run(data_args, model_args, training_args)
     if "f1" in report:
         summary = {k: report.get(k) for k in ("precision", "recall", "f1", "train_seconds", "adapter_dir")}
+        references = []
         if "zero_shot" in report:
             summary["zero_shot_f1"] = report["zero_shot"]["f1"]
+            references.append(f"zero-shot base: {100 * report['zero_shot']['f1']:.1f}")
+        if "init_adapter_zero_shot" in report:
+            summary["init_adapter_zero_shot_f1"] = report["init_adapter_zero_shot"]["f1"]
+            references.append(
+                f"{report['init_adapter']} before this training: {100 * report['init_adapter_zero_shot']['f1']:.1f}"
+            )
         print(json.dumps(summary, indent=2))
-        print(
-            f"F1 {100 * report['f1']:.1f} (zero-shot base: {100 * report['zero_shot']['f1']:.1f})"
-            if "zero_shot" in report
-            else f"F1 {100 * report['f1']:.1f}"
-        )
+        print(f"F1 {100 * report['f1']:.1f}" + (f" ({'; '.join(references)})" if references else ""))
     return report
 
 

@@ -137,6 +137,8 @@ def test_two_stage_run_merges_types_and_records_the_lineage(
     report = training.run(data, model_args, _args(tmp_path / "run", seed=7))
     assert report["train_steps"] == 2 and report["init_adapter"] == str(stage1)
     assert {"zero_shot", "init_adapter_zero_shot"} <= set(report)  # the raw base and the stage-1 adapter
+    report_md = (tmp_path / "run" / "report.md").read_text()
+    assert f"| `{stage1}` as it was, before this training |" in report_md
 
     adapter = Path(report["adapter_dir"])
     saved = json.loads((adapter / CLLMFS_CONFIG_NAME).read_text())
@@ -165,6 +167,18 @@ def test_two_stage_run_merges_types_and_records_the_lineage(
     # a third stage keeps the whole chain, oldest first
     chain = inspect_init_adapter(adapter).lineage()
     assert [e["adapter"] for e in chain] == [str(stage1), str(adapter)]
+
+
+def test_the_stage1_reference_is_reported_without_the_raw_base_and_can_be_turned_off(
+    stage1, politics_train_head, politics_test_head, tmp_path
+):
+    model_args = training.default_model_config(init_adapter=str(stage1))
+    data = _data(politics_train_head, politics_test_head, k_shot=1, zero_shot_baseline=False)
+    report = training.run(data, model_args, _args(tmp_path / "a", max_steps=1))
+    assert "init_adapter_zero_shot" in report and "zero_shot" not in report
+    data = _data(politics_train_head, politics_test_head, k_shot=1, init_adapter_baseline=False)
+    report = training.run(data, model_args, _args(tmp_path / "b", max_steps=1))
+    assert "init_adapter_zero_shot" not in report and "zero_shot" not in report
 
 
 def test_the_lora_shape_comes_from_the_adapter_and_a_conflicting_flag_is_refused(small_adapter, tiny_base):

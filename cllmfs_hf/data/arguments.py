@@ -95,6 +95,14 @@ class DataArguments:
         default=True,
         metadata={"help": "Also evaluate the untrained base model on the test set (reported as zero_shot)."},
     )
+    init_adapter_baseline: bool = field(
+        default=True,
+        metadata={
+            "help": "With --init_adapter, also evaluate that adapter as it is, before this training, on the test "
+            "set (reported as init_adapter_zero_shot): what the first stage alone gives. Independent of "
+            "--zero_shot_baseline."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.k_shot is not None and self.k_shot < 1:

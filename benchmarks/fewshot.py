@@ -115,8 +115,24 @@ SCHEMA_VERSION = 1
 CORE_SYSTEMS: tuple[str, ...] = ("zero_shot", "sft", "cllmfs_infonce", "cllmfs_full", "encoder")
 #: Optional system 6 (cross-domain): CLLMFS (InfoNCE + FGM) trained on --source_dataset, then on the support set.
 SOURCE_SYSTEM = "source_then_target"
-SYSTEMS: tuple[str, ...] = (*CORE_SYSTEMS, SOURCE_SYSTEM)
-TRAINED_SYSTEMS: tuple[str, ...] = ("sft", "cllmfs_infonce", "cllmfs_full", "encoder", SOURCE_SYSTEM)
+#: Optional systems 7 and 8 (two-stage from a finished adapter, e.g. the shipped ``general-ner``): the adapter of
+#: ``--init_adapter`` as it is, and that adapter trained on the support set with ``cllmfs_infonce``'s settings
+#: (the same steps and learning rate as the systems that start from the raw base).
+ADAPTER_ZERO_SHOT = "adapter_zero_shot"
+ADAPTER_SYSTEM = "adapter_then_target"
+ADAPTER_SYSTEMS: tuple[str, ...] = (ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM)
+SYSTEMS: tuple[str, ...] = (*CORE_SYSTEMS, SOURCE_SYSTEM, *ADAPTER_SYSTEMS)
+TRAINED_SYSTEMS: tuple[str, ...] = (
+    "sft",
+    "cllmfs_infonce",
+    "cllmfs_full",
+    "encoder",
+    SOURCE_SYSTEM,
+    ADAPTER_SYSTEM,
+)
+#: Systems that do not train: their greedy answers depend on neither K, seed nor support set, so one evaluation
+#: per dataset serves every (K, seed).
+UNTRAINED_SYSTEMS: tuple[str, ...] = ("zero_shot", ADAPTER_ZERO_SHOT)
 #: The trained LLM systems and the only ``CLLMFSConfig`` values in which they differ. Each is applied on top of
 #: one config built from the benchmark settings (:func:`training_config`); with both weights at 0, ``sft`` is
 #: plain LoRA SFT (its loss is exactly TRL's ``SFTTrainer`` loss).
@@ -125,6 +141,7 @@ SYSTEM_CONFIGS: dict[str, dict[str, Any]] = {
     "cllmfs_infonce": {"adversarial": "none"},
     "cllmfs_full": {"adversarial": "fgm"},
     SOURCE_SYSTEM: {"adversarial": "fgm"},  # both stages, source then target
+    ADAPTER_SYSTEM: {"adversarial": "none"},  # the target stage only: the adapter's own stage is done
 }
 #: Optional file in a dataset folder: a JSON object label -> description, overriding the built-in table.
 DESCRIPTIONS_FILE = "descriptions.json"
@@ -223,7 +240,7 @@ class BenchConfig:
         metadata={
             "help": "Systems to run, among "
             + ", ".join(SYSTEMS)
-            + f" ({SOURCE_SYSTEM} needs --source_dataset).",
+            + f" ({SOURCE_SYSTEM} needs --source_dataset; {ADAPTER_ZERO_SHOT} and {ADAPTER_SYSTEM} --init_adapter).",
             "choices": list(SYSTEMS),
             "metavar": "SYSTEM",
         },
@@ -233,6 +250,13 @@ class BenchConfig:
         metadata={
             "help": f"Source data of {SOURCE_SYSTEM}: a folder (its train split, else its only file, else its dev "
             "split, e.g. Few-NERD INTER's dev file) or one data file. Its own label set is used."
+        },
+    )
+    init_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": f"The finished CLLMFS adapter {ADAPTER_ZERO_SHOT} scores as it is and {ADAPTER_SYSTEM} continues "
+            "on each support set: a folder, a Hub id, or a bundled name (general-ner). Its base must be --model."
         },
     )
     source_sentences: int = field(
@@ -400,6 +424,14 @@ class BenchConfig:
             raise FileNotFoundError(
                 f"--source_dataset {self.source_dataset!r} does not exist: pass a folder or file."
             )
+        if any(s in self.systems for s in ADAPTER_SYSTEMS):
+            if not self.init_adapter:
+                raise ValueError(
+                    f"--systems {ADAPTER_ZERO_SHOT}/{ADAPTER_SYSTEM} need --init_adapter (an adapter folder, a Hub id "
+                    "or general-ner)."
+                )
+            # Checked now (files, base model, LoRA shape), not after an hour of other systems.
+            model_config(self, self.init_adapter)
         if self.source_sentences < 1:
             raise ValueError(f"--source_sentences must be >= 1, got {self.source_sentences}.")
         if self.source_steps is not None and self.source_steps < 1:
@@ -905,6 +937,18 @@ def _run_system(
             model_args = model_config(cfg)
             model = load_base_model(model_args.model_name_or_path, dtype=model_args.dtype).to(_device())
             tokenizer = load_tokenizer(model_args.model_name_or_path)
+        elif system == ADAPTER_ZERO_SHOT:
+            from cllmfs_hf.hub import load_adapter
+
+            model, tokenizer, _ = load_adapter(cfg.init_adapter, dtype=model_config(cfg).dtype)
+            model = model.to(_device())
+        elif system == ADAPTER_SYSTEM:
+            # --init_adapter's code path: its types are merged with the target's, its LoRA shape kept.
+            model, tokenizer, summary = _train_llm(
+                system, cfg, records, bundle, steps=steps, seed=seed, init_adapter=cfg.init_adapter
+            )
+            train_seconds, steps_done = summary.seconds, summary.steps
+            loss, terms = summary.last_loss, summary.loss_terms
         elif system == SOURCE_SYSTEM:
             if source is None:
                 raise ValueError(f"{SOURCE_SYSTEM} needs source data: pass --source_dataset.")
@@ -949,7 +993,7 @@ def _run_system(
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "steps": steps_done,
-        "planned_steps": 0 if system == "zero_shot" else steps,
+        "planned_steps": 0 if system in UNTRAINED_SYSTEMS else steps,
         "source_steps": source_steps,
         "train_loss": loss,
         "loss_terms": terms,
@@ -988,6 +1032,12 @@ def compared_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
         for base in ("cllmfs_full", "sft"):
             if base in present:
                 pairs.append((base, SOURCE_SYSTEM))
+    if {"zero_shot", ADAPTER_ZERO_SHOT} <= present:
+        pairs.append(("zero_shot", ADAPTER_ZERO_SHOT))
+    if ADAPTER_SYSTEM in present:
+        for base in ("cllmfs_infonce", "sft", ADAPTER_ZERO_SHOT):
+            if base in present:
+                pairs.append((base, ADAPTER_SYSTEM))
     return pairs
 
 
@@ -1308,8 +1358,8 @@ def validate_result(result: Mapping[str, Any]) -> None:
             raise SchemaError(
                 f"{where}.per_sentence_counts: sums {sums} differ from tp/fp/fn {[run['tp'], run['fp'], run['fn']]}."
             )
-        if run["system"] == "zero_shot" and run["steps"] != 0:
-            raise SchemaError(f"{where}.steps: zero_shot trains nothing, got {run['steps']}.")
+        if run["system"] in UNTRAINED_SYSTEMS and run["steps"] != 0:
+            raise SchemaError(f"{where}.steps: {run['system']} trains nothing, got {run['steps']}.")
     if result["complete"]:
         expected = {
             (d, k, s, sy)
@@ -1482,7 +1532,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
                 f"{b.name}: test labels absent from train {b.test_only_labels} count as misses for every system."
             )
     for dataset in bundles:
-        zero_shot: dict[str, Any] | None = None
+        untrained: dict[str, dict[str, Any]] = {}  # system -> its one evaluation on this dataset
         for k in cfg.k:
             rare = rare_type_counts(dataset.train, k, labels=dataset.entity_types)
             b = dataset
@@ -1491,7 +1541,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
             if rare and cfg.rare_types == "skip":
                 kept = [t for t in b.entity_types if t not in rare]
                 b = dataclasses.replace(b, entity_types=kept, test=[restrict_labels(s, kept) for s in b.test])
-                zero_shot = None  # another task: the zero-shot answers of the full type set do not apply
+                untrained = {}  # another task: the answers for the full type set do not apply
             for seed in cfg.seeds:
                 try:
                     support = greedy_kshot(
@@ -1510,21 +1560,23 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
                     if (b.name, k, seed, system) in done:
                         run = done[(b.name, k, seed, system)]
                         result["runs"].append(run)
-                        if system == "zero_shot" and not run["reused"]:
-                            zero_shot = {x: v for x, v in run.items() if x not in ("dataset", "k", "seed")}
+                        if system in UNTRAINED_SYSTEMS and not run["reused"]:
+                            untrained[system] = {
+                                x: v for x, v in run.items() if x not in ("dataset", "k", "seed")
+                            }
                         continue
-                    if system == "zero_shot" and zero_shot is not None:
-                        # Greedy decoding of the untrained model does not depend on K, seed or support set.
+                    if system in untrained:
+                        # Greedy decoding of an untrained model does not depend on K, seed or support set.
                         run = {
-                            **zero_shot,
+                            **untrained[system],
                             "support_sentences": len(support),
                             "train_records": len(records),
                             "reused": True,
                         }
                     else:
                         run = _run_system(system, cfg, b, support, records, steps, seed, source)
-                        if system == "zero_shot":
-                            zero_shot = run
+                        if system in UNTRAINED_SYSTEMS:
+                            untrained[system] = run
                     run = {
                         "dataset": b.name,
                         "k": k,

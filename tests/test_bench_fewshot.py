@@ -22,9 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import fewshot  # noqa: E402
 from benchmarks.encoder_baseline import default_encoder_path  # noqa: E402
 from benchmarks.fewshot import (  # noqa: E402
+    ADAPTER_SYSTEM,
+    ADAPTER_ZERO_SHOT,
     CORE_SYSTEMS,
     SOURCE_SYSTEM,
     SYSTEMS,
+    UNTRAINED_SYSTEMS,
     BenchConfig,
     SchemaError,
     config_from_args,
@@ -107,6 +110,30 @@ def tiny_llm_dir(tmp_path: Path, tiny_model_factory, smollm2_tokenizer) -> Path:
     model.save_pretrained(out)
     smollm2_tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def tiny_init_adapter(tmp_path: Path, tiny_llm_dir: Path, smollm2_tokenizer) -> Path:
+    """A finished CLLMFS adapter of tiny_llm_dir (the benchmark's LoRA shape, other types) for the adapter_*
+    systems: what the shipped general-ner is for the default model."""
+    from peft import LoraConfig, get_peft_model
+
+    from cllmfs_hf.hub import NERAdapterConfig, save_adapter
+    from cllmfs_hf.models import load_base_model
+    from cllmfs_hf.training import LORA_TARGET_MODULES
+
+    lora = LoraConfig(
+        r=16,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        target_modules=list(LORA_TARGET_MODULES),
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(load_base_model(str(tiny_llm_dir)), lora)
+    cfg = NERAdapterConfig(
+        entity_types=["LOC", "PER"], base_model=str(tiny_llm_dir), training={"train_data": "g.txt"}
+    )
+    return save_adapter(model, smollm2_tokenizer, tmp_path / "general" / "adapter", cfg)
 
 
 @pytest.fixture
@@ -216,7 +243,8 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
     )
     assert cfg.datasets == [str(tiny_dataset)]
     assert fewshot.plan_steps(5, cfg) == fewshot.plan_steps(500, cfg) == 30
-    assert cfg.systems == ["zero_shot", "sft", "cllmfs_infonce", "encoder"]
+    assert cfg.systems == ["zero_shot", "sft", "cllmfs_infonce", "encoder", ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM]
+    assert cfg.init_adapter == "general-ner"
     cfg = config_from_args(
         ["--preset", "quick", "--datasets", str(tiny_dataset), "--max_steps", "3", "--k", "1", "5"]
     )
@@ -227,6 +255,18 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
     assert cfg.systems == list(CORE_SYSTEMS) and cfg.k == [1, 5] and cfg.seeds == [0, 1, 2]
     with pytest.raises(ValueError, match="needs --source_dataset"):
         config_from_args(["--datasets", str(tiny_dataset), "--systems", "sft", SOURCE_SYSTEM])
+    with pytest.raises(ValueError, match="need --init_adapter"):
+        config_from_args(["--datasets", str(tiny_dataset), "--systems", "sft", ADAPTER_SYSTEM])
+    # the adapter is checked when the config is built, before any training
+    with pytest.raises(FileNotFoundError, match="--init_adapter .*no such folder"):
+        config_from_args(
+            ["--datasets", str(tiny_dataset), "--systems", ADAPTER_ZERO_SHOT, "--init_adapter", "missing/x/y"]
+        )
+    with pytest.raises(ValueError, match="base model"):
+        config_from_args(
+            ["--datasets", str(tiny_dataset), "--model", str(tiny_dataset), "--systems", ADAPTER_ZERO_SHOT,
+             "--init_adapter", "general-ner"]
+        )  # fmt: skip
     assert cfg.max_test_sentences is None and cfg.max_steps is None and cfg.epochs == 4.0
     assert fewshot.plan_steps(108, cfg) == 54
     with pytest.raises(ValueError, match="--epochs none needs --max_steps"):
@@ -278,7 +318,7 @@ def test_cllmfs_overrides_are_checked_before_any_training(tiny_dataset: Path) ->
 
 @pytest.mark.slow
 def test_harness_end_to_end(
-    tiny_dataset, tiny_source, tiny_llm_dir, tiny_encoder_dir, tmp_path, one_thread, capsys
+    tiny_dataset, tiny_source, tiny_llm_dir, tiny_init_adapter, tiny_encoder_dir, tmp_path, one_thread, capsys
 ) -> None:
     output = tmp_path / "bench" / "fewshot.json"
     argv = [
@@ -291,6 +331,7 @@ def test_harness_end_to_end(
         "--source_dataset", str(tiny_source),
         "--source_sentences", "4",
         "--source_steps", "1",
+        "--init_adapter", str(tiny_init_adapter),
         "--max_test_sentences", "3",
         "--max_steps", "2",
         "--batch_size", "2",
@@ -310,16 +351,17 @@ def test_harness_end_to_end(
     assert len(runs) == 1 * 1 * 2 * len(SYSTEMS)
     for run in runs:
         assert run["test_sentences"] == 3
-        if run["system"] == "zero_shot":
-            assert run["steps"] == 0 and run["train_seconds"] == 0.0
+        if run["system"] in UNTRAINED_SYSTEMS:
+            assert run["steps"] == run["planned_steps"] == 0 and run["train_seconds"] == 0.0
         else:
             assert run["steps"] == run["planned_steps"] == 2, run["system"]
             assert run["train_seconds"] > 0
         assert run["source_steps"] == (1 if run["system"] == SOURCE_SYSTEM else 0)
         assert run["eval_seconds"] > 0
-    zero = [r for r in runs if r["system"] == "zero_shot"]
-    assert [r["reused"] for r in zero] == [False, True]
-    assert zero[0]["per_sentence_counts"] == zero[1]["per_sentence_counts"]
+    for system in UNTRAINED_SYSTEMS:  # evaluated once per dataset, reused for the other seed
+        zero = [r for r in runs if r["system"] == system]
+        assert [r["reused"] for r in zero] == [False, True]
+        assert zero[0]["per_sentence_counts"] == zero[1]["per_sentence_counts"]
     # Both seeds share the support-set sizes that their own greedy sampling gave.
     by = {(r["seed"], r["system"]): r for r in runs}
     for seed in (0, 1):
@@ -339,6 +381,9 @@ def test_harness_end_to_end(
     assert ("sft", "cllmfs_full") in pairs and ("sft", "cllmfs_infonce") in pairs
     assert ("cllmfs_infonce", "cllmfs_full") in pairs and ("encoder", "cllmfs_full") in pairs
     assert ("cllmfs_full", SOURCE_SYSTEM) in pairs
+    assert ("zero_shot", ADAPTER_ZERO_SHOT) in pairs and ("cllmfs_infonce", ADAPTER_SYSTEM) in pairs
+    assert (ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM) in pairs
+    assert result["config"]["init_adapter"] == str(tiny_init_adapter)
     assert result["source"]["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
     n_source = len(read_dataset(tiny_source / "wikigold_sample.conll"))
     assert n_source >= 10 and result["source"]["sentences"] == n_source
@@ -351,8 +396,8 @@ def test_harness_end_to_end(
     assert md == output.with_suffix(".md") and png == output.with_suffix(".png")
     text = md.read_text(encoding="utf-8")
     assert (
-        "| dataset | K | zero_shot | sft | cllmfs_infonce | cllmfs_full | encoder | source_then_target |"
-        in text
+        "| dataset | K | zero_shot | sft | cllmfs_infonce | cllmfs_full | encoder | source_then_target | "
+        "adapter_zero_shot | adapter_then_target |" in text
     )
     assert "| **average** | 1 |" in text and "Paired differences" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -362,9 +407,9 @@ def test_harness_end_to_end(
     # trainer with both weights at 0, logs its LM loss only).
     for run in runs:
         names = set(run["loss_terms"])
-        if run["system"] in ("cllmfs_infonce", "cllmfs_full", SOURCE_SYSTEM):
+        if run["system"] in ("cllmfs_infonce", "cllmfs_full", SOURCE_SYSTEM, ADAPTER_SYSTEM):
             assert {"lm_loss", "contrastive_loss"} <= names, run["system"]
-            assert ("adversarial_loss" in names) == (run["system"] != "cllmfs_infonce")
+            assert ("adversarial_loss" in names) == (run["system"] in ("cllmfs_full", SOURCE_SYSTEM))
             assert all(len(v) == 2 for v in run["loss_terms"].values())
         elif run["system"] == "sft":
             assert names == {"lm_loss"}, run["loss_terms"]
@@ -441,7 +486,8 @@ def test_recipes_hold_the_old_preset_values(tmp_path: Path, monkeypatch) -> None
         "datasets": [str(shared / "crossner/politics"), str(shared / "bio/NCBI-disease-IOB")],
         "k": [5],
         "seeds": [0, 1],
-        "systems": ["zero_shot", "sft", "cllmfs_infonce", "encoder"],
+        "systems": ["zero_shot", "sft", "cllmfs_infonce", "encoder", ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM],
+        "init_adapter": "general-ner",  # the shipped general NER adapter (2026-12-04)
         "max_test_sentences": 40,
         "max_steps": 30,
         "epochs": None,
@@ -497,7 +543,7 @@ def test_recipes_hold_the_old_preset_values(tmp_path: Path, monkeypatch) -> None
 
 @pytest.mark.slow
 def test_every_llm_system_trains_through_the_shared_driver(
-    tiny_dataset, tiny_source, tiny_llm_dir, tmp_path, one_thread, monkeypatch
+    tiny_dataset, tiny_source, tiny_llm_dir, tiny_init_adapter, tmp_path, one_thread, monkeypatch
 ) -> None:
     """zero_shot, sft, cllmfs_* and source_then_target all go through cllmfs_hf.training (build_trainer, train,
     evaluate_adapter), with one LoRA config, and their training configs differ only in SYSTEM_CONFIGS values."""
@@ -534,7 +580,7 @@ def test_every_llm_system_trains_through_the_shared_driver(
     monkeypatch.setattr(training, "train", train)
     monkeypatch.setattr(training, "evaluate_adapter", evaluate_adapter)
 
-    llm_systems = ["zero_shot", *fewshot.SYSTEM_CONFIGS]
+    llm_systems = [*UNTRAINED_SYSTEMS, *fewshot.SYSTEM_CONFIGS]
     assert sorted(llm_systems) == sorted(s for s in SYSTEMS if s != "encoder")
     output = tmp_path / "driver.json"
     argv = [
@@ -545,6 +591,7 @@ def test_every_llm_system_trains_through_the_shared_driver(
         "--systems", *llm_systems,
         "--source_dataset", str(tiny_source),
         "--source_sentences", "3",
+        "--init_adapter", str(tiny_init_adapter),
         "--max_test_sentences", "2",
         "--max_steps", "1",
         "--epochs", "none",
@@ -562,7 +609,7 @@ def test_every_llm_system_trains_through_the_shared_driver(
 
     # One build + one train per trained system (two for source_then_target: source stage, then target stage),
     # in the order the systems ran; every trainer is the CLLMFS trainer.
-    trained = [s for s in result["config"]["systems"] if s != "zero_shot"]
+    trained = [s for s in result["config"]["systems"] if s not in UNTRAINED_SYSTEMS]
     order = [s for s in trained for _ in range(2 if s == SOURCE_SYSTEM else 1)]
     assert len(calls["build"]) == len(calls["train"]) == len(order)
     for system, built, (trainer, summary) in zip(order, calls["build"], calls["train"]):
@@ -576,6 +623,10 @@ def test_every_llm_system_trains_through_the_shared_driver(
     assert source_stage["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
     assert target_stage["entity_types"] == sorted(TYPES)
     assert runs[SOURCE_SYSTEM]["source_steps"] == 1
+    # adapter_then_target continues --init_adapter (its types merged with the target's), as train.py does
+    (from_adapter,) = [b for b in calls["build"] if b["system"] == ADAPTER_SYSTEM]
+    assert from_adapter["continues"] and from_adapter["model_args"].init_adapter == str(tiny_init_adapter)
+    assert from_adapter["trainer"].adapter_config.lineage[-1]["entity_types"] == ["LOC", "PER"]
 
     # One LoRA config for every system, from the benchmark's flags.
     lora = [dataclasses.replace(c["model_args"], init_adapter=None) for c in calls["build"]]
@@ -599,7 +650,7 @@ def test_every_llm_system_trains_through_the_shared_driver(
     # Every LLM system, zero_shot included, is scored by evaluate_adapter; the run records its scores.
     assert len(calls["evaluate"]) == len(llm_systems)
     for system, ev in zip(result["config"]["systems"], calls["evaluate"]):
-        assert ev["peft"] == (system != "zero_shot"), system
+        assert ev["peft"] == (system != "zero_shot"), system  # adapter_zero_shot: the adapter, untrained
         assert ev["max_new_tokens"] == 6 and ev["entity_types"] == sorted(TYPES)
         evaluation, run = ev["evaluation"], runs[system]
         assert (run["tp"], run["fp"], run["fn"]) == (

@@ -137,6 +137,10 @@ def compact_adapter_copy(
             if card_note:
                 text = text.rstrip() + "\n\n" + card_note.strip() + "\n"
             (staging / "README.md").write_text(text, encoding="utf-8")
+        # mkdtemp makes the folder private (0700); a package folder is readable by everyone
+        os.chmod(staging, 0o755)
+        for path in staging.iterdir():
+            os.chmod(path, 0o644)
         size = sum(p.stat().st_size for p in staging.iterdir())
         if size > MAX_BUNDLED_BYTES:
             raise ValueError(

@@ -68,6 +68,8 @@ def test_compact_copy_is_bf16_with_licence_and_card_and_loads(tiny_adapter, tmp_
     model, _, cfg = load_adapter(target)
     assert cfg.entity_types == ["LOC", "PER"] and hasattr(model, "peft_config")
     assert not list((tmp_path / "ship").glob(".general-ner.*"))  # no staging folder left behind
+    assert target.stat().st_mode & 0o777 == 0o755  # package data: readable by everyone
+    assert {p.stat().st_mode & 0o777 for p in target.iterdir()} == {0o644}
 
 
 def test_compact_copy_refuses_bad_input_and_keeps_the_old_target(tiny_adapter, tmp_path, monkeypatch) -> None:

@@ -295,7 +295,10 @@ def test_save_adapter_refuses_what_it_must_not_overwrite(tiny_adapter, smollm2_t
 
 
 def test_load_adapter_errors_name_the_problem(tiny_adapter, tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither an existing folder nor a Hub repo id"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"neither an existing folder, a Hub repo id \(owner/name\) nor a bundled adapter \(general-ner\)",
+    ):
         load_adapter(str(tmp_path / "missing"))
     plain = tmp_path / "plain-peft"
     plain.mkdir()

@@ -21,6 +21,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -514,3 +516,19 @@ class NERAdapterConfig:
                 f"{path}, line {err.lineno}, column {err.colno}: invalid JSON ({err.msg})."
             ) from err
         return cls.from_dict(data, source=str(path))
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``, replacing an existing folder; the old one is restored if the move fails."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old.rmdir()
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -46,6 +46,7 @@ from .artifact import (
     NERAdapterConfig,
     _find_pickles,
     _library_version,
+    _replace_folder,
     normalise_eval_results,
     training_hyperparameters,
 )
@@ -291,22 +292,6 @@ def save_adapter(
         target,
     )
     return target
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``, replacing an existing folder; the old one is restored if the move fails."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    old.rmdir()
-    os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------------

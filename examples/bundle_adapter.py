@@ -17,7 +17,8 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from cllmfs_hf.bundled import BUNDLED_ADAPTERS, BUNDLED_DIR, compact_adapter_copy
+from cllmfs_hf.bundled import BUNDLED_ADAPTERS, BUNDLED_DIR
+from cllmfs_hf.compact import compact_adapter_copy
 
 
 @dataclass

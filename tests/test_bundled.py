@@ -14,9 +14,9 @@ from cllmfs_hf.bundled import (
     BUNDLED_ADAPTERS,
     BUNDLED_DIR,
     bundled_adapter_path,
-    compact_adapter_copy,
     is_bundled_name,
 )
+from cllmfs_hf.compact import compact_adapter_copy
 from cllmfs_hf.hub import NERAdapterConfig, is_adapter_folder, load_adapter, save_adapter
 from cllmfs_hf.init_adapter import inspect_init_adapter
 

@@ -122,17 +122,10 @@ ADAPTER_ZERO_SHOT = "adapter_zero_shot"
 ADAPTER_SYSTEM = "adapter_then_target"
 ADAPTER_SYSTEMS: tuple[str, ...] = (ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM)
 SYSTEMS: tuple[str, ...] = (*CORE_SYSTEMS, SOURCE_SYSTEM, *ADAPTER_SYSTEMS)
-TRAINED_SYSTEMS: tuple[str, ...] = (
-    "sft",
-    "cllmfs_infonce",
-    "cllmfs_full",
-    "encoder",
-    SOURCE_SYSTEM,
-    ADAPTER_SYSTEM,
-)
 #: Systems that do not train: their greedy answers depend on neither K, seed nor support set, so one evaluation
 #: per dataset serves every (K, seed).
 UNTRAINED_SYSTEMS: tuple[str, ...] = ("zero_shot", ADAPTER_ZERO_SHOT)
+TRAINED_SYSTEMS: tuple[str, ...] = tuple(s for s in SYSTEMS if s not in UNTRAINED_SYSTEMS)
 #: The trained LLM systems and the only ``CLLMFSConfig`` values in which they differ. Each is applied on top of
 #: one config built from the benchmark settings (:func:`training_config`); with both weights at 0, ``sft`` is
 #: plain LoRA SFT (its loss is exactly TRL's ``SFTTrainer`` loss).

@@ -414,7 +414,7 @@ def run(data_args: DataArguments, model_args: Any, training_args: Any) -> dict[s
     # is exactly the base model. With --init_adapter, the source adapter as loaded is the other reference:
     # what stage 1 alone gives on the target.
     with_base = data_args.zero_shot_baseline
-    with_source = source is not None and getattr(data_args, "init_adapter_baseline", True)
+    with_source = source is not None and data_args.init_adapter_baseline
     if (with_base or with_source) and _is_main_process():
         peft_model = trainer.accelerator.unwrap_model(trainer.model)
         if not _shards_parameters(training_args):

@@ -26,7 +26,8 @@ from trl import TrlParser
 from cllmfs_hf.config import CLLMFSConfig
 from cllmfs_hf.training import DataArguments, ModelArguments, run
 
-# Defaults of the default job (`make demo` is this job started from the shipped general-ner adapter); a recipe (--config) or flags override them. Chosen on CrossNER
+# Defaults of the default job (`make demo` is this job started from the shipped general-ner adapter); a
+# recipe (--config) or flags override them. Chosen on CrossNER
 # politics DEV (not the bundled test slice) on a GPU, 5-shot support set, 100 dev sentences, F1:
 #   zero-shot 2.3 | SFT 8 epochs 8.6 | InfoNCE 8 epochs 8.3 | InfoNCE+FGM(eps 0.1) 8 epochs 7.3 | FGM eps 1.0: 0.0
 #   InfoNCE, 8 epochs, 30% of negative records 5.8 | InfoNCE+FGM, 4 epochs, lr 5e-4, 30% negatives 2.4

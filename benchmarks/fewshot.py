@@ -374,7 +374,8 @@ class BenchConfig:
         default=False,
         metadata={
             "help": "Keep the runs already in --output (an interrupted or partial benchmark made with the same "
-            "settings) and run only the missing ones; different settings are refused."
+            "settings) and run only the missing ones; different settings are refused, except --systems: a "
+            "system added is run, the runs of a system left out are dropped (each run records its commit)."
         },
     )
     preset: str | None = field(
@@ -1158,6 +1159,14 @@ def render_markdown(result: Mapping[str, Any]) -> str:
                 else ""
             )
         )
+    commits = sorted({str(r.get("commit") or "not recorded") for r in result["runs"]})
+    if result.get("resumed_from") or len(commits) > 1:
+        lines += [
+            "",
+            f"Runs made in {len(result.get('resumed_from', [])) + 1} sittings (`--resume`), at commits "
+            + ", ".join(f"`{c}`" for c in commits)
+            + " (the JSON gives each run's).",
+        ]
     lines += ["", "| dataset | K | " + " | ".join(systems) + " |", "|---|---|" + "---|" * len(systems)]
     for k in cfg["k"]:
         for name in names:
@@ -1432,6 +1441,7 @@ def _environment() -> dict[str, Any]:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "commit": _git_commit(),
     }
 
 
@@ -1443,14 +1453,39 @@ def _write(result: dict[str, Any], cfg: BenchConfig) -> None:
     tmp.replace(out)
 
 
-#: Config fields that do not change what a run measures: a resumed benchmark may differ in these.
-_RESUME_FREE = frozenset({"output", "resume", "torch_threads"})
+#: Config fields that do not change what a run measures: a resumed benchmark may differ in these. ``systems``
+#: only chooses which runs exist; each run's measurement does not depend on the others.
+_RESUME_FREE = frozenset({"output", "resume", "torch_threads", "systems"})
 
 
-def _resumable_runs(cfg: BenchConfig, out: Path) -> dict[tuple[str, int, int, str], dict[str, Any]]:
-    """The runs of an earlier ``--output`` made with the same settings, keyed by (dataset, K, seed, system)."""
+def _git_commit() -> str | None:
+    """The checkout's commit (with ``+dirty`` for uncommitted changes), or None outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def _resumable_runs(
+    cfg: BenchConfig, out: Path
+) -> tuple[dict[tuple[str, int, int, str], dict[str, Any]], dict[str, Any] | None]:
+    """The runs of an earlier ``--output`` made with the same settings, keyed by (dataset, K, seed, system), for
+    the systems still listed, and a record of that earlier result (when, where, how many runs kept/dropped)."""
     if not out.exists():
-        return {}
+        return {}, None
     try:
         earlier = json.loads(out.read_text(encoding="utf-8"))
         earlier_cfg, runs = earlier["config"], earlier["runs"]
@@ -1470,7 +1505,18 @@ def _resumable_runs(cfg: BenchConfig, out: Path) -> dict[tuple[str, int, int, st
             f"--resume: {out} was made with other settings ({detail}). Fix: repeat its settings, or write to "
             "another --output."
         )
-    return {(r["dataset"], r["k"], r["seed"], r["system"]): r for r in runs}
+    kept = {(r["dataset"], r["k"], r["seed"], r["system"]): r for r in runs if r["system"] in cfg.systems}
+    dropped = sorted({r["system"] for r in runs if r["system"] not in cfg.systems})
+    if dropped:
+        _log(f"--resume: dropping the runs of {dropped} (not in --systems now)")
+    origin = {
+        "created": earlier.get("created"),
+        "environment": earlier.get("environment"),
+        "systems": earlier_cfg.get("systems"),
+        "runs_kept": len(kept),
+        "runs_dropped": len(runs) - len(kept),
+    }
+    return kept, origin
 
 
 def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
@@ -1515,7 +1561,11 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
             "entity_types": source.entity_types,
             "sentences_per_run": min(cfg.source_sentences, len(source.train)),
         }
-    done = _resumable_runs(cfg, out) if cfg.resume else {}
+    done, origin = _resumable_runs(cfg, out) if cfg.resume else ({}, None)
+    if origin is not None:
+        # Earlier resumes stay listed: the JSON says which sittings (and commits) its runs come from.
+        earlier_resumes = json.loads(out.read_text(encoding="utf-8")).get("resumed_from", [])
+        result["resumed_from"] = [*earlier_resumes, origin]
     if done:
         _log(f"--resume: keeping {len(done)} runs from {out}")
     for b in bundles:
@@ -1577,6 +1627,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
                         **run,
                         "rare_types": dict(rare),
                         "skipped_types": sorted(rare) if cfg.rare_types == "skip" else [],
+                        "commit": result["environment"]["commit"],
                     }
                     result["runs"].append(run)
                     _log(

@@ -429,6 +429,36 @@ def test_harness_end_to_end(
     assert resumed["runs"][-1]["system"] == dropped["system"] and resumed["runs"][-1]["steps"] == 2
     with pytest.raises(ValueError, match=r"--resume: .* other settings \(max_steps: 2 then, 3 now\)"):
         fewshot.main([*argv, "--resume", "--max_steps", "3"])
+    assert all(r["commit"] == resumed["environment"]["commit"] for r in resumed["runs"])
+    assert [o["runs_kept"] for o in resumed["resumed_from"]] == [len(runs) - 1]
+
+    # --resume with a system added runs only that system's runs; one left out has its runs dropped.
+    def key(r):
+        return (r["dataset"], r["k"], r["seed"], r["system"])
+
+    without_sft = copy.deepcopy(resumed)
+    without_sft["runs"] = [r for r in without_sft["runs"] if r["system"] != "sft"]
+    without_sft["config"]["systems"] = [s for s in SYSTEMS if s != "sft"]
+    output.write_text(json.dumps(without_sft), encoding="utf-8")
+    assert fewshot.main([*argv, "--resume"]) == 0
+    added = json.loads(output.read_text(encoding="utf-8"))
+    validate_result(added)
+    assert added["complete"] is True and sorted(map(key, added["runs"])) == sorted(map(key, runs))
+    kept = {key(r): r for r in without_sft["runs"]}
+    for r in added["runs"]:
+        if r["system"] == "sft":
+            assert r["steps"] == 2 and r["commit"] == added["environment"]["commit"]
+        else:
+            assert r == kept[key(r)]  # not re-run
+    assert added["resumed_from"][-1]["systems"] == without_sft["config"]["systems"]
+    assert len(added["resumed_from"]) == 2
+    fewer = [s for s in SYSTEMS if s != "encoder"]
+    assert fewshot.main([*argv, "--systems", *fewer, "--resume"]) == 0  # the later --systems wins
+    dropped_encoder = json.loads(output.read_text(encoding="utf-8"))
+    assert {r["system"] for r in dropped_encoder["runs"]} == set(fewer)
+    assert dropped_encoder["runs"] == [r for r in added["runs"] if r["system"] != "encoder"]
+    assert dropped_encoder["resumed_from"][-1]["runs_dropped"] == 2
+    assert "sittings (`--resume`)" in output.with_suffix(".md").read_text(encoding="utf-8")
 
     # Two datasets: the average row and the stratified bootstrap over datasets, from the same real runs.
     two = copy.deepcopy(result)

@@ -56,6 +56,23 @@ _CLOSE = CLOSE_DELIMITER.encode("utf-8")
 _WS_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 
 
+class _Checks:
+    """The history checks one allowed-token walk made (see ``RowAutomaton._config_allowed``)."""
+
+    __slots__ = ("texts", "starts", "opens", "sensitive")
+
+    def __init__(self) -> None:
+        self.texts: list[bytes] | frozenset[bytes] = []  # span texts whose budget was checked
+        self.starts: list[tuple[int, ...]] | tuple = []  # occurrence tuples whose last ends were read
+        self.opens = False  # whether a span was allowed to open
+        self.sensitive = False  # the walk went past a close delimiter (another history): never shared
+
+    def frozen(self) -> _Checks:
+        self.texts = frozenset(self.texts)
+        self.starts = tuple(set(self.starts))
+        return self
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The per-sentence automaton
 # ---------------------------------------------------------------------------------------------------------
@@ -108,10 +125,17 @@ class RowAutomaton:
         else:
             self.initial = frozenset([InPreamble(0)])
         self._step_memo: dict[tuple[State, int], State] = {}
+        self._advance_memo: dict[tuple[State, int], State] = {}
         self._allowed_memo: dict[State, tuple[torch.Tensor, bool]] = {}
+        self._tensor_memo: dict[frozenset[int], torch.Tensor] = {}
         self._config_memo: dict[Configuration, frozenset[int]] = {}
         self._used_memo: dict[tuple, dict[bytes, int]] = {}
         self._last_end_memo: dict[tuple, int] = {}
+        self._last_end_free: dict[int, int] = {}
+        self._shortened_memo: dict[tuple, frozenset[int]] = {}
+        self._live_tokens_memo: dict[tuple, frozenset[int]] = {}
+        self._place_memo: dict[tuple, tuple[frozenset[int], _Checks]] = {}
+        self._rec: _Checks | None = None
         self._walk_memo: dict[int, list[dict]] = {}
         self._span_walk_memo: dict[tuple, tuple[dict, list]] = {}
         self._text_memo: dict[tuple[int, int], frozenset[int]] = {}
@@ -142,12 +166,13 @@ class RowAutomaton:
         return m is None or self.words(start, end) <= m
 
     def _budget(self, text: bytes, hist: History) -> bool:
-        if not self.track_counts:
-            return True
-        if not hist.counts:
+        if self._rec is not None:
+            self._rec.texts.append(text)
+        if not self.track_counts or not hist.counts:
             return True  # nothing emitted yet, and a legal span's text occurs at least once
-        used = self._used(hist.counts).get(text, 0)
-        return used < self.occurrences(text)
+        used = self._used(hist.counts).get(text)
+        # a text never emitted has budget (it is a legal span, so it occurs): no scan of the sentence needed
+        return not used or used < self.occurrences(text)
 
     def _used(self, counts: tuple[tuple[bytes, int], ...]) -> dict[bytes, int]:
         """``counts`` as a dict (memoised: a history is looked up many times)."""
@@ -157,6 +182,8 @@ class RowAutomaton:
         return used
 
     def _add(self, hist: History, text: bytes) -> History:
+        if self._rec is not None:
+            self._rec.sensitive = True  # a walk past a close delimiter: its checks see another history
         n = hist.spans + 1 if self.track_spans else 0
         if not self.track_counts:
             return History(n, ())
@@ -165,6 +192,8 @@ class RowAutomaton:
         return History(n, tuple(sorted(counts.items())))
 
     def _can_open(self, hist: History) -> bool:
+        if self._rec is not None:
+            self._rec.opens = True
         if self.span_limit is not None and hist.spans >= self.span_limit:
             return False
         return self._available(hist)
@@ -180,7 +209,12 @@ class RowAutomaton:
 
     def _span_live(self, occ: tuple[int, ...], length: int, hist: History) -> bool:
         """Whether a span whose text so far occurs at ``occ`` (``length`` bytes) can still be closed legally."""
-        key = (occ, length, hist.counts if self.track_counts else ())
+        if self._rec is not None:
+            self._rec.starts.append(occ)
+        if self._history_shortens(occ, hist):
+            key: tuple = (occ, length, hist.counts)
+        else:  # the history cannot move any last end of these starts: one answer for every history
+            key = (occ, length)
         res = self._live_memo.get(key)
         if res is not None:
             return res
@@ -188,6 +222,23 @@ class RowAutomaton:
         res = any(s + max(length, 1) <= self._last_end(s, hist) for s in occ)
         self._live_memo[key] = res
         return res
+
+    def _history_shortens(self, occ: tuple[int, ...], hist: History) -> bool:
+        """Whether ``hist`` may lower the last legal end of a span starting at one of ``occ``: only when the
+        span from such a start to its last end (whatever was emitted) was itself emitted already."""
+        shortened = self._shortened(hist)
+        return bool(shortened) and not shortened.isdisjoint(occ)
+
+    def _shortened(self, hist: History) -> frozenset[int]:
+        """The starts whose span to their last end (whatever was emitted) ``hist`` already emitted."""
+        if not self.track_counts or not hist.counts:
+            return frozenset()
+        shortened = self._shortened_memo.get(hist.counts)
+        if shortened is None:
+            used = self._used(hist.counts)
+            shortened = frozenset(s for s in self.starts if self.sb[s : self._free_last_end(s)] in used)
+            self._shortened_memo[hist.counts] = shortened
+        return shortened
 
     # -- transitions ---------------------------------------------------------------------------------
     def _step_config(self, c: Configuration, b: int) -> list[Configuration]:
@@ -243,15 +294,50 @@ class RowAutomaton:
         return res
 
     def advance(self, state: State, token_id: int) -> State:
-        """The state after a token (empty when the token is illegal there)."""
+        """The state after a token (empty when the token is illegal there); memoised."""
+        key = (state, token_id)
+        res = self._advance_memo.get(key)
+        if res is None:
+            res = self._advance_memo[key] = self._advance(state, token_id)
+        return res
+
+    def _advance(self, state: State, token_id: int) -> State:
         piece = self.trie.contributions[token_id] if 0 <= token_id < self.trie.vocab_size else None
         if not piece:
             return frozenset()
+        if len(state) == 1:
+            (c,) = state
+            if type(c) is InSpan and len(c.starts) == 1:
+                advanced = self._advance_in_span(c, piece)
+                if advanced is not None:
+                    return advanced
+        return self.advance_by_bytes(state, piece)
+
+    def advance_by_bytes(self, state: State, piece: bytes) -> State:
+        """The state after the bytes ``piece``, one byte at a time (the reference of :meth:`advance`)."""
         for b in piece:
             state = self.step(state, b)
             if not state:
                 break
         return state
+
+    def _advance_in_span(self, c: InSpan, piece: bytes) -> State | None:
+        """The byte-by-byte walk of :meth:`_advance` for the usual step, one occurrence's span text read on
+        (``None`` where that shortcut does not apply): the state is the longer span, or dead."""
+        (s,), length, hist = c
+        if not self.sb.startswith(piece, s + length):
+            return None  # not more of the span's text: a close delimiter perhaps
+        # a space inside the piece may also start a close delimiter: that branch must die within the piece
+        i = piece.find(0x20)
+        while i != -1:
+            rest = piece[i:]
+            if _CLOSE.startswith(rest) or rest.startswith(_CLOSE):
+                return None
+            i = piece.find(0x20, i + 1)
+        grown = length + len(piece)
+        if not self._span_live((s,), grown, hist):
+            return frozenset()
+        return frozenset([InSpan((s,), grown, hist)])
 
     def _next_bytes(self, state: State) -> set[int]:
         out: set[int] = set()
@@ -318,13 +404,20 @@ class RowAutomaton:
         if res is not None:
             return res
         if not self.coverable:
-            ids = self.allowed_by_walk(state)
+            ids = frozenset(self.allowed_by_walk(state))
+        elif len(state) == 1:
+            (c,) = state
+            ids = self._config_allowed(c)
         else:
             found: set[int] = set()
             for c in state:
                 found.update(self._config_allowed(c))
-            ids = sorted(found)
-        res = (torch.tensor(ids, dtype=torch.long), self.accepting(state))
+            ids = frozenset(found)
+        # states with the same allowed ids (the same place under another history) share one tensor
+        tensor = self._tensor_memo.get(ids)
+        if tensor is None:
+            tensor = self._tensor_memo[ids] = torch.tensor(sorted(ids), dtype=torch.long)
+        res = (tensor, self.accepting(state))
         self._allowed_memo[state] = res
         return res
 
@@ -350,12 +443,49 @@ class RowAutomaton:
     # -- the fast path: one configuration at a time, span text read along the sentence ------------------
     def _config_allowed(self, c: Configuration) -> frozenset[int]:
         res = self._config_memo.get(c)
-        if res is None:
+        if res is not None:
+            return res
+        hist = c[-1] if c and type(c[-1]) is History else None
+        if hist is None or self._rec is not None:
             found: set[int] = set()
             self._collect(self.trie.root, c, found)
-            res = frozenset(found)
-            self._config_memo[c] = res
+            res = self._config_memo[c] = frozenset(found)
+            return res
+        # The same place under another history usually allows the same tokens: a history matters only through
+        # the checks the walk makes (a span text's budget, a start's last end, whether a span may open). The
+        # walk is recorded; its result is shared by every history under which all those checks answer as for
+        # an empty history.
+        place = (type(c), *c[:-1])
+        shared = self._place_memo.get(place)
+        if shared is not None and self._neutral(shared[1], hist):
+            res = self._config_memo[c] = shared[0]
+            return res
+        rec = self._rec = _Checks()
+        try:
+            found = set()
+            self._collect(self.trie.root, c, found)
+        finally:
+            self._rec = None
+        res = self._config_memo[c] = frozenset(found)
+        if self._neutral(rec, hist):
+            self._place_memo[place] = (res, rec.frozen())
         return res
+
+    def _neutral(self, rec: _Checks, hist: History) -> bool:
+        """Whether every check in ``rec`` answers under ``hist`` as under an empty history."""
+        if rec.sensitive:
+            return False
+        if rec.opens and (
+            (self.span_limit is not None and hist.spans >= self.span_limit) or not self._available(hist)
+        ):
+            return False
+        if not self.track_counts or not hist.counts:
+            return True
+        used = self._used(hist.counts)
+        if not used.keys().isdisjoint(rec.texts):
+            return False
+        shortened = self._shortened(hist)
+        return not shortened or all(shortened.isdisjoint(occ) for occ in rec.starts)
 
     def _collect(self, node: dict, c: Configuration, found: set[int]) -> None:
         """Add to ``found`` every token whose bytes, read from trie ``node`` on, keep ``c`` alive."""
@@ -393,12 +523,27 @@ class RowAutomaton:
             if text not in closed and self._word_ok(s, end) and self._budget(text, hist):
                 closed.add(text)
                 self._collect_close(here, text, hist, found)
-        for t, (k, starts) in text_tokens.items():
-            if t not in found and self._span_live(starts, length + k, hist):
-                found.add(t)
+        if self._history_shortens(occ, hist):
+            for t, (k, starts) in text_tokens.items():
+                if t not in found and self._span_live(starts, length + k, hist):
+                    found.add(t)
+            return
+        # the usual case: the live text tokens do not depend on the history (memoised once)
+        key = (id(node), occ, length)
+        live = self._live_tokens_memo.get(key)
+        if live is None:
+            live = frozenset(
+                t for t, (k, starts) in text_tokens.items() if self._span_live(starts, length + k, hist)
+            )
+            self._live_tokens_memo[key] = live
+        found.update(live)
 
     def _collect_close(self, here: dict, text: bytes, hist: History, found: set[int]) -> None:
         """Add the tokens that, read from trie node ``here``, close the span ``text`` (and go on after it)."""
+        if here is self.trie.root and not self.trie.closes_and_opens:
+            # a token that starts the close delimiter is one of its prefixes: none goes on into another span
+            found.update(self.trie.close_prefix_ids)
+            return
         child = here.get(_CLOSE[0])
         if child is not None:
             tids = child.get(-1)
@@ -417,14 +562,15 @@ class RowAutomaton:
         res = self._span_walk_memo.get(key)
         if res is not None:
             return res
-        sb, n, ends = self.sb, self.n, self.ends
+        sb, n, ends, root = self.sb, self.n, self.ends, self.trie.root
         grouped: dict[int, tuple[int, list[int]]] = {}
         closings: list[tuple[int, int, dict]] = []
         for s in occ:
             p, k, here = s + length, 0, node
             while True:
                 end = p + k
-                if length + k > 0 and end in ends:
+                # a close delimiter may follow here only where a token can go on with it (or a new token starts)
+                if length + k > 0 and end in ends and (here is root or _CLOSE[0] in here):
                     closings.append((s, end, here))
                 if end >= n:
                     break
@@ -457,7 +603,8 @@ class RowAutomaton:
         ends = self.ends
         for k, here in enumerate(walk):
             end = p + k
-            if length + k > 0 and end in ends:
+            # a close delimiter may follow where a new token starts (k == 0) or a token can go on with it
+            if length + k > 0 and end in ends and (k == 0 or _CLOSE[0] in here):
                 text = self.sb[start:end]
                 if self._word_ok(start, end) and self._budget(text, hist):
                     self._collect_close(here, text, hist, found)
@@ -494,18 +641,36 @@ class RowAutomaton:
         """The largest legal end of a span starting at ``start`` (word limit and budget met), or -1: a span
         text ending at ``p`` (> start) can still be closed legally exactly when ``p`` <= it (as ``_span_live``
         decides for one occurrence)."""
-        key = (start, hist.counts if self.track_counts else ())
+        if self._rec is not None:
+            self._rec.starts.append((start,))
+        free = self._free_last_end(start)
+        # usual case: that span's text was never emitted, so the history cannot take it away
+        if free < 0 or not self.track_counts or not hist.counts:
+            return free
+        if self._used(hist.counts).get(self.sb[start:free]) is None:
+            return free
+        key = (start, hist.counts)
         res = self._last_end_memo.get(key)
         if res is None:
-            res = -1
-            limit = self.config.max_span_words
-            ends = self.ends_sorted
-            for i in range(len(ends) - 1, bisect.bisect_left(ends, start + 1) - 1, -1):
-                e = ends[i]
-                if limit is not None and self.words(start, e) > limit:
-                    continue
-                if self._budget(self.sb[start:e], hist):
-                    res = e
-                    break
-            self._last_end_memo[key] = res
+            res = self._last_end_memo[key] = self._scan_last_end(start, hist)
         return res
+
+    def _free_last_end(self, start: int) -> int:
+        """The largest end the word limit allows a span starting at ``start``, whatever was emitted."""
+        free = self._last_end_free.get(start)
+        if free is None:
+            free = self._last_end_free[start] = self._scan_last_end(start, None)
+        return free
+
+    def _scan_last_end(self, start: int, hist: History | None) -> int:
+        """The largest legal end of a span starting at ``start``, by a scan from the sentence's end (the budget
+        of ``hist`` checked too, unless it is None)."""
+        limit = self.config.max_span_words
+        ends = self.ends_sorted
+        for i in range(len(ends) - 1, bisect.bisect_left(ends, start + 1) - 1, -1):
+            e = ends[i]
+            if limit is not None and self.words(start, e) > limit:
+                continue
+            if hist is None or self._budget(self.sb[start:e], hist):
+                return e
+        return -1

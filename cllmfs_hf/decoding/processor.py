@@ -8,6 +8,7 @@ masking itself is one fill of a new ``(rows, vocab)`` tensor and one indexed cop
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import fields
@@ -100,6 +101,12 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         self._prompt: torch.Tensor | None = None
         self._states: dict[tuple, State | None] = {}
         self._ids_memo: dict[tuple[int, State], torch.Tensor] = {}
+        # the last call's rows and their states: greedy search and sampling append one token to every row
+        # and never reorder them, so a row's state follows from its own last state (see _row_states)
+        self._last_ids: torch.Tensor | None = None
+        self._last_states: list[tuple[int, State | None]] = []
+        # two output buffers used in turn (see _output_buffer)
+        self._buffers: list[torch.Tensor] = []
 
     # -- state bookkeeping ----------------------------------------------------------------------------
     def _row_states(self, input_ids: torch.Tensor) -> list[tuple[int, State | None]]:
@@ -110,6 +117,17 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
                 "SpanConstrainedLogitsProcessor: pass exactly one sentence per batch item (before beams)."
             )
         expand = rows // len(self.sentences)
+        last = self._last_ids
+        if (
+            last is not None
+            and last.shape[0] == rows
+            and input_ids.shape[1] == last.shape[1] + 1
+            and torch.equal(input_ids[:, :-1], last)
+        ):
+            # the fast path: every row is last call's row plus one token (greedy search, sampling)
+            out = self._advance_rows(input_ids[:, -1].tolist())
+            self._last_ids, self._last_states = input_ids, out
+            return out
         if (
             self._prompt is None
             or self._prompt.shape[0] != rows
@@ -119,6 +137,12 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
             self._prompt = input_ids.clone()
             self._prompt_sorted = self._prompt.sort(dim=0).values
             self._states = {}
+        elif last is not None and last.shape[1] + 1 == input_ids.shape[1]:
+            # rows were reordered (beam search): key last call's states by their generated prefix
+            self._states = {
+                (group, tuple(gen)): state
+                for gen, (group, state) in zip(last[:, self._prompt.shape[1] :].tolist(), self._last_states)
+            }
         plen = self._prompt.shape[1]
         generated = input_ids[:, plen:].tolist()
         new_states: dict[tuple, State | None] = {}
@@ -147,6 +171,24 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
             new_states[key] = state
             out.append((group, state))
         self._states = new_states
+        self._last_ids, self._last_states = input_ids, out
+        return out
+
+    def _advance_rows(self, tokens: list[int]) -> list[tuple[int, State | None]]:
+        """The rows' states after each row's own last state took one more token."""
+        out: list[tuple[int, State | None]] = []
+        eos = self._eos_set
+        for (group, state), token in zip(self._last_states, tokens):
+            if state is not None:
+                if token in eos:
+                    state = None  # finished: leave the row alone
+                else:
+                    nxt = self.automata[group].advance(state, token)
+                    if not nxt:
+                        self._escaped(group, token)
+                        nxt = None
+                    state = nxt
+            out.append((group, state))
         return out
 
     def _replay(self, auto: RowAutomaton, gen: list[int]) -> State | None:
@@ -184,9 +226,10 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
             cols.append(self._allowed_ids(group, state))
         if len(free_rows) == len(states):
             return scores
-        # A new tensor (the caller may keep the raw scores), -inf but where a token is allowed: one fill and
-        # one indexed copy, instead of a (rows, vocab) mask.
-        out = torch.full_like(scores, float("-inf"))
+        # A tensor other than ``scores`` (the caller may keep the raw scores), -inf but where a token is allowed:
+        # one fill and one indexed copy, instead of a (rows, vocab) mask.
+        out = self._output_buffer(scores)
+        out.fill_(float("-inf"))
         if cols:
             counts = torch.tensor([c.numel() for c in cols])
             col = torch.cat(cols)
@@ -199,6 +242,31 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         if free_rows:
             free = torch.tensor(free_rows, device=scores.device)
             out[free] = scores[free]
+        return out
+
+    def _output_buffer(self, scores: torch.Tensor) -> torch.Tensor:
+        """A tensor shaped like ``scores`` to write the masked scores into.
+
+        Two buffers are used in turn, so the one returned by the previous call (which the caller is still
+        using) is never overwritten; the one before it is reused only when nothing but this processor holds
+        it (``generate(output_scores=True)`` keeps every step's scores: then each call gets a new tensor).
+        Reusing warm memory saves a page-faulting allocation of ``rows x vocab`` floats at every step.
+        """
+        buffers = self._buffers
+        if len(buffers) == 2:
+            old = buffers[0]
+            # references: the list, the local ``old`` and getrefcount's argument
+            if (
+                sys.getrefcount(old) <= 3
+                and old.shape == scores.shape
+                and old.dtype == scores.dtype
+                and old.device == scores.device
+            ):
+                buffers.append(buffers.pop(0))
+                return old
+            buffers.pop(0)
+        out = torch.empty_like(scores)
+        buffers.append(out)
         return out
 
     def _allowed_ids(self, group: int, state: State) -> torch.Tensor:

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..template import CLOSE_DELIMITER, OPEN_DELIMITER
 from .automaton import RowAutomaton
 from .config import SpanConstraintConfig
 
@@ -182,6 +183,15 @@ class VocabularyTrie:
                 node = nxt
             node.setdefault(-1, []).append(tid)
         self.single_token_bytes: frozenset[bytes] = frozenset(c for c in self.contributions if c)
+        close, open_ = CLOSE_DELIMITER.encode("utf-8"), OPEN_DELIMITER.encode("utf-8")
+        #: the tokens that are a (nonempty) prefix of the close delimiter: what may follow a span that can end
+        #: where a token ends
+        self.close_prefix_ids: frozenset[int] = frozenset(
+            tid for tid, c in enumerate(self.contributions) if c and close.startswith(c)
+        )
+        #: whether a token holds a whole close delimiter and the start of an open one (then the tokens after a
+        #: span depend on whether another span may open)
+        self.closes_and_opens = any(c and close + open_[:1] in c for c in self.contributions)
         self._automata: OrderedDict[tuple, RowAutomaton] = OrderedDict()
 
     @classmethod

@@ -191,13 +191,16 @@ _LENIENT_RE = re.compile(re.escape(SPAN_OPEN) + r"\s?(.*?)\s?" + re.escape(SPAN_
 
 
 def parse_output(
-    text: str, sentence: str, *, word_boundaries: bool = True, complete: bool = True
+    text: str, sentence: str, *, word_boundaries: bool = True, complete: bool = True, ordered: bool = False
 ) -> ParseResult:
     """Map a generated answer to character spans of ``sentence``.
 
     The k-th generated copy of a span text maps to the k-th occurrence of that text in ``sentence`` (in order
-    of position, among occurrences at legal boundaries). Spans whose text is not in the input, and copies
-    beyond the number of occurrences, are dropped and counted in the result, never given invented offsets.
+    of position, among occurrences at legal boundaries); with ``ordered`` (the answers of ordered-span
+    decoding, ``SpanConstraintConfig.ordered_spans``) each span maps to the earliest occurrence that starts at
+    or after the end of the span before it, as the decoder placed it. Spans whose text is not in the input,
+    and copies beyond the number of occurrences (or, ordered, with none left after the span before), are
+    dropped and counted in the result, never given invented offsets.
     A well-formed (constrained) output is split exactly, even when the input itself contains ``>>>``;
     other text is read leniently (every ``<<< ... >>>``). Pass ``complete=False`` when generation stopped
     at the token cap: an unfinished last item is then ignored and ``complete`` is False in the result.
@@ -231,18 +234,27 @@ def parse_output(
         result.well_formed = False
         items = [m.group(1).strip() for m in _LENIENT_RE.finditer(text)]
     used: dict[str, int] = {}
+    after = 0  # ordered: where the span before ended
     result.items = list(items)
     for index, item in enumerate(items):
         occ = occurrences(item)
         if not occ:
             result.dropped_not_in_input += 1
             continue
-        k = used.get(item, 0)
-        if k >= len(occ):
-            result.dropped_repeats += 1
-            continue
-        used[item] = k + 1
-        result.spans.append((occ[k], occ[k] + len(item)))
+        if ordered:
+            start = next((o for o in occ if o >= after), None)
+            if start is None:
+                result.dropped_repeats += 1
+                continue
+            after = start + len(item)
+        else:
+            k = used.get(item, 0)
+            if k >= len(occ):
+                result.dropped_repeats += 1
+                continue
+            used[item] = k + 1
+            start = occ[k]
+        result.spans.append((start, start + len(item)))
         result.texts.append(item)
         result.span_items.append(index)
     return result

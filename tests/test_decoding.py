@@ -155,7 +155,7 @@ def test_delimiters_merged_with_span_text(smollm2_tokenizer):
     assert tok.convert_tokens_to_ids("Ġ>>>") in allowed
     assert tok.convert_tokens_to_ids("Ġ>>") in allowed
     # the full preamble + spans, tokenized naturally, is accepted token by token
-    ids = tok.encode(format_completion(["New York", "Labour"]), add_special_tokens=False)
+    ids = tok.encode(format_completion(["Labour", "New York"]), add_special_tokens=False)
     state = auto.initial
     for t in ids:
         assert t in set(auto.allowed(state)[0].tolist()), tok.convert_ids_to_tokens([t])
@@ -165,8 +165,11 @@ def test_delimiters_merged_with_span_text(smollm2_tokenizer):
 
 def test_duplicates_limited_to_occurrences_and_no_dead_end(smollm2_tokenizer):
     trie = VocabularyTrie.for_tokenizer(smollm2_tokenizer)
-    # (no span-count limit here: this sentence of 4 words would allow only 2 spans by default)
-    auto = trie.automaton("North and North Korea", SpanConstraintConfig(max_spans_per_word=None))
+    # (no span-count limit here: this sentence of 4 words would allow only 2 spans by default; any order:
+    # ordered spans would allow no span after the second North)
+    auto = trie.automaton(
+        "North and North Korea", SpanConstraintConfig(max_spans_per_word=None, ordered_spans=False)
+    )
     state = auto.initial
     for b in (PREAMBLE + " <<< North >>> <<< North >>>").encode():
         state = auto.step(state, b)
@@ -179,7 +182,8 @@ def test_duplicates_limited_to_occurrences_and_no_dead_end(smollm2_tokenizer):
     assert not auto.step(auto.step(state, ord(" ")), ord(">"))
     # with duplicates allowed, the third copy is fine
     auto2 = trie.automaton(
-        "North and North Korea", SpanConstraintConfig(allow_duplicates=True, max_spans_per_word=None)
+        "North and North Korea",
+        SpanConstraintConfig(allow_duplicates=True, max_spans_per_word=None, ordered_spans=False),
     )
     state = auto2.initial
     for b in (PREAMBLE + " <<< North >>> <<< North >>> <<< North >>>").encode():
@@ -568,3 +572,34 @@ def test_fast_allowed_sets_equal_the_plain_trie_walk(tok_name, options, request,
                 state = after
                 assert state
     assert checked > 100
+
+
+def test_ordered_spans_follow_each_other_without_overlap(smollm2_tokenizer):
+    """By default each span starts at or after the end of the one before it (the order the training records
+    list mentions in): an earlier, overlapping or repeated-start span cannot follow; ordered_spans=False allows
+    any order. The parser maps each span to the earliest occurrence after the one before, as the automaton did."""
+    from cllmfs_hf.template import parse_output
+
+    tok = smollm2_tokenizer
+    trie = VocabularyTrie.for_tokenizer(tok)
+    sentence = "Lincoln met Grant ; Lincoln replaced Grant"
+
+    def accepts(spans, **options):
+        auto = trie.automaton(sentence, SpanConstraintConfig(**options))
+        state = auto.initial
+        for t in tok.encode(format_completion(spans), add_special_tokens=False):
+            if t not in set(auto.allowed(state)[0].tolist()):
+                return False
+            state = auto.advance(state, t)
+        return auto.allowed(state)[1]  # the end may come
+
+    assert accepts(["Lincoln", "Grant", "Lincoln", "Grant"])
+    assert accepts(["Grant", "Lincoln"])  # the second Lincoln
+    assert not accepts(["Lincoln", "Lincoln met"])  # overlaps the span before it
+    assert not accepts(["Grant", "Lincoln", "Grant", "Lincoln"])  # no Lincoln after the last Grant
+    assert not accepts(["Lincoln replaced", "Grant", "Lincoln"])
+    assert accepts(["Lincoln", "Lincoln met"], ordered_spans=False)
+    assert accepts(["Grant", "Lincoln", "Grant", "Lincoln"], ordered_spans=False)
+    parsed = parse_output(format_completion(["Grant", "Lincoln"]), sentence, ordered=True)
+    assert parsed.spans == [(12, 17), (20, 27)]
+    assert parse_output(format_completion(["Grant", "Lincoln"]), sentence).spans == [(12, 17), (0, 7)]

@@ -25,6 +25,14 @@ def _tiny(tokenizer, seed=0, num_layers=2):
     return model.eval()
 
 
+def _peaked(model, scale: float = 40.0):
+    """The tiny model with its output weights scaled, so that its next-token distributions are far from uniform
+    and differ between prompts (a random tiny model's are all close to 1/vocab)."""
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(scale)
+    return model
+
+
 class Oracle(LogitsProcessor):
     """A test driver standing in for a well-trained model: it reads each row's prompt (type and sentence) and
     steers generation, among the tokens the constraint allows, to the answer listing every word-aligned
@@ -434,7 +442,7 @@ def test_recorded_log_probabilities_equal_a_teacher_forced_forward(smollm2_token
 
     from cllmfs_hf.extractor.scoring import TokenLogProbs
 
-    model = _tiny(smollm2_tokenizer, seed=4)
+    model = _peaked(_tiny(smollm2_tokenizer, seed=4))
     ex = NERExtractor(model, smollm2_tokenizer, ["LOC"])
     texts = ["Ada met Bob in Paris .", "Rain in New York"]
     prompts = [ex._prompt_ids("LOC", t) for t in texts]
@@ -443,7 +451,7 @@ def test_recorded_log_probabilities_equal_a_teacher_forced_forward(smollm2_token
     mask = torch.zeros((2, width), dtype=torch.long)
     for i, p in enumerate(prompts):
         ids[i, width - len(p) :], mask[i, width - len(p) :] = torch.tensor(p), 1
-    recorder = TokenLogProbs(width)
+    recorder = TokenLogProbs(width, rows_per_record=num_beams)
     constraint = SpanConstrainedLogitsProcessor(
         smollm2_tokenizer, texts, ex.constraint, eos_token_id=ex.eos_token_ids
     )
@@ -464,7 +472,7 @@ def test_recorded_log_probabilities_equal_a_teacher_forced_forward(smollm2_token
             full = torch.tensor([p + generated[:n]])
             logits = model(input_ids=full).logits[0, len(p) - 1 : len(p) - 1 + n].float()
             want = torch.log_softmax(logits, -1)[torch.arange(n), torch.tensor(generated[:n])]
-            got = torch.tensor(recorder.logprobs(generated)[:n])
+            got = torch.tensor(recorder.logprobs(generated, record=r)[:n])
             if num_beams > 1:
                 got = got[: n - 1]  # a beam that ended is stored without its end-of-sequence step
                 want = want[: n - 1]
@@ -519,3 +527,60 @@ def test_threshold_drops_low_scores_and_is_chosen_on_labelled_sentences(smollm2_
         )
     as_mentions = [[Mention(m["start"], m["end"], m["label"]) for m in f] for f in everything]
     assert f1 >= evaluate_sentences(gold, as_mentions).f1
+
+
+def test_dropping_ended_rows_gives_the_answers_and_scores_of_generate(smollm2_tokenizer, politics_test_head):
+    """Greedy decoding that drops each ended row from its batch (the default) gives the answers and scores
+    of ``model.generate``, which keeps every row to the end: real sentences, rows that end early, late and at
+    the cap, with and without the prefix cache."""
+    model = _peaked(_tiny(smollm2_tokenizer, seed=7))
+    texts = [s.text for s in read_dataset(politics_test_head)[:8]]
+    types = ["person", "country", "politicalparty"]
+    for prefix_cache in (True, False):
+        kept = NERExtractor(
+            model, smollm2_tokenizer, types, prefix_cache=prefix_cache, drop_finished_rows=False
+        )
+        dropped = NERExtractor(model, smollm2_tokenizer, types, prefix_cache=prefix_cache)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = kept.predict(texts, batch_size=8, max_new_tokens=16)
+            got = dropped.predict(texts, batch_size=8, max_new_tokens=16)
+        assert_same_predictions(got, want, log_tolerance=1e-3)
+        assert dropped.last_stats.generated_tokens == kept.last_stats.generated_tokens
+        # the test means something: some answers ended early and some ran to the cap
+        assert 0 < dropped.last_stats.truncated < dropped.last_stats.records
+        assert sum(map(len, got)) > 0
+
+
+def test_greedy_decode_logprobs_equal_a_teacher_forced_forward(smollm2_tokenizer):
+    """The log-probabilities greedy_decode records are the model's own, row by row, as rows leave the batch."""
+    from cllmfs_hf.extractor.greedy import greedy_decode
+    from cllmfs_hf.extractor.prefix_cache import layout_batch
+
+    model = _peaked(_tiny(smollm2_tokenizer, seed=4))
+    ex = NERExtractor(model, smollm2_tokenizer, ["LOC"])
+    texts = ["Ada met Bob in Paris .", "Rain in New York", "Oslo"]
+    prompts = [ex._prompt_ids("LOC", t) for t in texts]
+    ids, mask = layout_batch(prompts, None, ex.pad_token_id)
+    constraint = SpanConstrainedLogitsProcessor(
+        smollm2_tokenizer, texts, ex.constraint, eos_token_id=ex.eos_token_ids
+    )
+    with torch.inference_mode():
+        tokens, logprobs = greedy_decode(
+            model,
+            ids,
+            mask,
+            cache=None,
+            cached_tokens=0,
+            processor=constraint,
+            max_new_tokens=12,
+            eos_token_ids=ex.eos_token_ids,
+        )
+        for p, generated, got in zip(prompts, tokens, logprobs):
+            n = len(generated)
+            logits = (
+                model(input_ids=torch.tensor([p + generated])).logits[0, len(p) - 1 : len(p) - 1 + n].float()
+            )
+            want = torch.log_softmax(logits, -1)[torch.arange(n), torch.tensor(generated)]
+            torch.testing.assert_close(torch.tensor(got), want, rtol=2e-3, atol=1e-3)
+    assert len({len(t) for t in tokens}) > 1  # rows left the batch at different steps

@@ -101,6 +101,8 @@ class RowAutomaton:
             ws_cum[i + 1] = ws_cum[i] + int(is_start)
         self.ws_cum = ws_cum
         self.track_counts = not config.allow_duplicates
+        self.ordered = config.ordered_spans
+        self._starts_memo: dict[int, tuple[int, ...]] = {}
         # the most spans one output may hold: max_spans, and max_spans_per_word of the sentence's words
         limits = [config.max_spans] if config.max_spans is not None else []
         if config.max_spans_per_word is not None:
@@ -186,10 +188,10 @@ class RowAutomaton:
             self._rec.sensitive = True  # a walk past a close delimiter: its checks see another history
         n = hist.spans + 1 if self.track_spans else 0
         if not self.track_counts:
-            return History(n, ())
+            return History(n, (), hist.after)
         counts = dict(hist.counts)
         counts[text] = counts.get(text, 0) + 1
-        return History(n, tuple(sorted(counts.items())))
+        return History(n, tuple(sorted(counts.items())), hist.after)
 
     def _can_open(self, hist: History) -> bool:
         if self._rec is not None:
@@ -199,12 +201,22 @@ class RowAutomaton:
         return self._available(hist)
 
     def _available(self, hist: History) -> bool:
-        """Whether some legal span still has budget."""
-        key = hist.counts
+        """Whether some legal span (after the last one, with ordered spans) still has budget."""
+        key = (hist.counts, hist.after)
         res = self._available_memo.get(key)
         if res is None:
-            res = self._span_live(self.starts, 0, hist)
+            starts = self._starts_from(hist.after)
+            res = bool(starts) and self._span_live(starts, 0, hist)
             self._available_memo[key] = res
+        return res
+
+    def _starts_from(self, after: int) -> tuple[int, ...]:
+        """The span starts at or after byte ``after`` (all of them without ordered spans)."""
+        if not after:
+            return self.starts
+        res = self._starts_memo.get(after)
+        if res is None:
+            res = self._starts_memo[after] = self.starts[bisect.bisect_left(self.starts, after) :]
         return res
 
     def _span_live(self, occ: tuple[int, ...], length: int, hist: History) -> bool:
@@ -251,9 +263,10 @@ class RowAutomaton:
                 out.append(InSpan(nxt, length + 1, hist))
             if b == _CLOSE[0] and length > 0:
                 text = self.sb[occ[0] : occ[0] + length]
-                if any(s + length in self.ends for s in occ) and self._word_ok(occ[0], occ[0] + length):
+                end = next((s + length for s in occ if s + length in self.ends), None)
+                if end is not None and self._word_ok(occ[0], occ[0] + length):
                     if self._budget(text, hist):
-                        out.append(InClose(1, text, hist))
+                        out.append(InClose(1, text, self._closing(hist, end)))
             return out
         if kind is InPreamble:
             i = c.matched
@@ -269,7 +282,8 @@ class RowAutomaton:
             if _OPEN[j] != b:
                 return []
             if j + 1 == len(_OPEN):
-                return [InSpan(self.starts, 0, hist)]
+                starts = self._starts_from(hist.after)
+                return [InSpan(starts, 0, hist)] if starts else []
             return [InOpen(j + 1, hist)]
         if kind is InClose:
             k, text, hist = c
@@ -455,7 +469,8 @@ class RowAutomaton:
         # the checks the walk makes (a span text's budget, a start's last end, whether a span may open). The
         # walk is recorded; its result is shared by every history under which all those checks answer as for
         # an empty history.
-        place = (type(c), *c[:-1])
+        # a span's own tokens do not depend on where the last span ended; what may open next does
+        place = (type(c), *c[:-1]) if type(c) is InSpan else (type(c), *c[:-1], hist.after)
         shared = self._place_memo.get(place)
         if shared is not None and self._neutral(shared[1], hist):
             res = self._config_memo[c] = shared[0]
@@ -521,8 +536,8 @@ class RowAutomaton:
         for s, end, here in closings:
             text = self.sb[s:end]
             if text not in closed and self._word_ok(s, end) and self._budget(text, hist):
-                closed.add(text)
-                self._collect_close(here, text, hist, found)
+                closed.add(text)  # the earliest occurrence's end (occurrences come in order)
+                self._collect_close(here, text, self._closing(hist, end), found)
         if self._history_shortens(occ, hist):
             for t, (k, starts) in text_tokens.items():
                 if t not in found and self._span_live(starts, length + k, hist):
@@ -537,6 +552,11 @@ class RowAutomaton:
             )
             self._live_tokens_memo[key] = live
         found.update(live)
+
+    def _closing(self, hist: History, end: int) -> History:
+        """The history a close delimiter carries: with ordered spans, where its span ends (the earliest end
+        of an occurrence: the most room for the spans after it)."""
+        return hist._replace(after=end) if self.ordered else hist
 
     def _collect_close(self, here: dict, text: bytes, hist: History, found: set[int]) -> None:
         """Add the tokens that, read from trie node ``here``, close the span ``text`` (and go on after it)."""
@@ -607,7 +627,7 @@ class RowAutomaton:
             if length + k > 0 and end in ends and (k == 0 or _CLOSE[0] in here):
                 text = self.sb[start:end]
                 if self._word_ok(start, end) and self._budget(text, hist):
-                    self._collect_close(here, text, hist, found)
+                    self._collect_close(here, text, self._closing(hist, end), found)
 
     def _walk(self, p: int) -> list[dict]:
         """The trie nodes along the sentence from byte ``p``: ``[root, node of sb[p], node of sb[p:p+2], ...]``."""

@@ -56,6 +56,15 @@ class SpanConstraintConfig:
             "NCBI-disease and Few-NERD INTER, no sentence has more mentions of one type than half its tokens."
         },
     )
+    ordered_spans: bool = field(
+        default=True,
+        metadata={
+            "help": "Each span starts at or after the end of the one before it (mentions in order of appearance, "
+            "none overlapping), as the training records list them: a mention of one type never overlaps another "
+            "in flat NER. It stops runaway answers that list ever longer spans from one start ('<<< Lincoln >>> "
+            "<<< Lincoln replaced >>> ...'). False allows any order and overlaps (nested annotations)."
+        },
+    )
     allow_leading_space: bool = field(
         default=True,
         metadata={
@@ -97,7 +106,13 @@ class SpanConstraintConfig:
                 f"max_spans_per_word must be None or a number > 0, got {self.max_spans_per_word!r}: use None for "
                 "no limit."
             )
-        for name in ("word_boundaries", "allow_duplicates", "allow_leading_space", "preamble_in_prompt"):
+        for name in (
+            "word_boundaries",
+            "allow_duplicates",
+            "ordered_spans",
+            "allow_leading_space",
+            "preamble_in_prompt",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 

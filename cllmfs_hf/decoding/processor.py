@@ -100,13 +100,31 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         """Forget the generation in progress (the next call starts a new one)."""
         self._prompt: torch.Tensor | None = None
         self._states: dict[tuple, State | None] = {}
-        self._ids_memo: dict[tuple[int, State], torch.Tensor] = {}
+        self._ids_memo: dict[tuple[RowAutomaton, State], torch.Tensor] = {}
         # the last call's rows and their states: greedy search and sampling append one token to every row
         # and never reorder them, so a row's state follows from its own last state (see _row_states)
         self._last_ids: torch.Tensor | None = None
         self._last_states: list[tuple[int, State | None]] = []
         # two output buffers used in turn (see _output_buffer)
         self._buffers: list[torch.Tensor] = []
+
+    def keep_rows(self, rows: Sequence[int]) -> None:
+        """Keep only these rows (indices into the current batch, in order): for a decoding loop that drops rows
+        from its batch (ended ones, say) between two calls. One row per sentence (no beams)."""
+        if self._last_ids is None or self._last_ids.shape[0] != len(self.sentences):
+            raise ValueError(
+                "keep_rows needs one row per sentence and a call before it (a loop that drops rows, no beams)."
+            )
+        index = torch.tensor(list(rows), dtype=torch.long, device=self._last_ids.device)
+        self.sentences = [self.sentences[r] for r in rows]
+        self.automata = [self.automata[r] for r in rows]
+        # the rows' groups are their new positions
+        self._last_states = [(i, self._last_states[r][1]) for i, r in enumerate(rows)]
+        self._last_ids = self._last_ids[index]
+        if self._prompt is not None:
+            self._prompt = self._prompt[index.to(self._prompt.device)]
+            self._prompt_sorted = self._prompt.sort(dim=0).values
+        self._states = {}
 
     # -- state bookkeeping ----------------------------------------------------------------------------
     def _row_states(self, input_ids: torch.Tensor) -> list[tuple[int, State | None]]:
@@ -271,10 +289,11 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
 
     def _allowed_ids(self, group: int, state: State) -> torch.Tensor:
         """The ids a row may emit next (EOS included where the output may end), memoised per state."""
-        key = (group, state)
+        auto = self.automata[group]
+        key = (auto, state)  # the automaton, not the row: rows move (keep_rows), sentences repeat
         ids = self._ids_memo.get(key)
         if ids is None:
-            ids, eos_ok = self.automata[group].allowed(state)
+            ids, eos_ok = auto.allowed(state)
             if eos_ok:
                 ids = torch.cat([ids, self._eos_tensor])
             self._ids_memo[key] = ids

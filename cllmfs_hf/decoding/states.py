@@ -28,6 +28,8 @@ class History(NamedTuple):
     spans: int
     #: sorted ``(span bytes, times emitted)`` pairs (kept only when duplicates are limited, else empty)
     counts: tuple[tuple[bytes, int], ...]
+    #: with ordered spans, the byte where the last span ended (the next one starts there or later; else 0)
+    after: int = 0
 
 
 class BeforeLeadingSpace(NamedTuple):

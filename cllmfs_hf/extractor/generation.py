@@ -14,6 +14,7 @@ from transformers import LogitsProcessorList
 
 from ..decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig, parse_output
 from ..template import PREAMBLE
+from .greedy import greedy_decode, plain_greedy
 from .prefix_cache import batch_cache, layout_batch
 from .scoring import TokenLogProbs, item_scores
 from .stats import PredictionStats
@@ -57,25 +58,29 @@ def parse_answers(
     word_boundaries: bool,
     stats: PredictionStats,
     preamble_in_prompt: bool = False,
-    logprobs: TokenLogProbs | None = None,
+    logprobs: Sequence[Sequence[float]] | None = None,
+    ordered: bool = False,
 ) -> list[list[tuple[int, int, float | None]]]:
     """The character spans (in each record's sentence) of each generated row, with their scores (None
-    without ``logprobs``); an answer cut before end-of-sequence keeps its complete mentions. Counts tokens,
-    truncations and dropped spans into ``stats``. With ``preamble_in_prompt`` the rows hold what follows
-    the preamble the prompts ended with."""
+    without ``logprobs``, the log-probability of each generated token of each row); an answer cut before
+    end-of-sequence keeps its complete mentions. Counts tokens, truncations and dropped spans into ``stats``.
+    With ``preamble_in_prompt`` the rows hold what follows the preamble the prompts ended with; ``ordered``:
+    the rows were decoded with ordered spans (each maps after the one before it)."""
     eos = set(eos_token_ids)
     offset = len(PREAMBLE.encode("utf-8")) if preamble_in_prompt else 0
     results: list[list[tuple[int, int, float | None]]] = []
-    for r, row in zip(batch, generated):
+    for i, (r, row) in enumerate(zip(batch, generated)):
         end = next((i for i, t in enumerate(row) if t in eos), None)
         ended = end is not None
         ids = row[:end] if ended else row
         stats.generated_tokens += len(ids) + int(ended)
         text = (PREAMBLE if preamble_in_prompt else "") + trie.decode(ids)
-        parsed = parse_output(text, r.sentence, word_boundaries=word_boundaries, complete=ended)
+        parsed = parse_output(
+            text, r.sentence, word_boundaries=word_boundaries, complete=ended, ordered=ordered
+        )
         if logprobs is not None and parsed.spans:
             token_bytes = [len(trie.contributions[t] or b"") if 0 <= t < trie.vocab_size else 0 for t in ids]
-            scores = item_scores(parsed, text, offset, token_bytes, logprobs.logprobs(row)[: len(ids)])
+            scores = item_scores(parsed, text, offset, token_bytes, logprobs[i][: len(ids)])
         else:
             scores = [None] * len(parsed.spans)
         stats.truncated += int(not ended)
@@ -101,28 +106,55 @@ def generate_batch(
     device: Any,
     generate_kwargs: dict[str, Any],
     stats: PredictionStats,
+    drop_finished_rows: bool = True,
 ) -> list[list[tuple[int, int, float | None]]]:
     """The spans (with scores) of each record's answer from one ``generate`` call of at most ``cap`` new tokens.
 
     ``prefix`` is the batch's checked prefix cache (every prompt starts with its ids), or ``None``;
-    ``generate_kwargs`` go to ``model.generate`` (greedy unless they say otherwise).
+    ``generate_kwargs`` go to ``model.generate`` (greedy unless they say otherwise). Plain greedy search
+    with ``drop_finished_rows`` runs :func:`.greedy.greedy_decode` instead, which takes the same steps but
+    drops each row from the batch once it has ended.
     """
     kwargs = dict(generate_kwargs)
     input_ids, attention = layout_batch(
         [r.prompt_ids for r in batch], prefix[0] if prefix is not None else None, pad_token_id
     )
     width = input_ids.shape[1]
-    if prefix is not None:
-        beams = kwargs.get("num_beams") or getattr(model.generation_config, "num_beams", 1) or 1
-        kwargs["cache"] = batch_cache(prefix[1], len(batch) * int(beams))
-    # first: it must see the model's own scores, before the constraint or a warper changes them
-    logprobs = TokenLogProbs(width)
-    processors = LogitsProcessorList([logprobs])
     proc = None
     if constrained:
         proc = SpanConstrainedLogitsProcessor(
             tokenizer, [r.sentence for r in batch], constraint, eos_token_id=eos_token_ids
         )
+    if drop_finished_rows and plain_greedy(model, kwargs):
+        with torch.inference_mode():
+            generated, token_logprobs = greedy_decode(
+                model,
+                input_ids.to(device),
+                attention.to(device),
+                cache=batch_cache(prefix[1], len(batch)) if prefix is not None else None,
+                cached_tokens=len(prefix[0]) if prefix is not None else 0,
+                processor=proc,
+                max_new_tokens=cap,
+                eos_token_ids=eos_token_ids,
+            )
+        return parse_answers(
+            batch,
+            generated,
+            eos_token_ids,
+            trie,
+            constraint.word_boundaries,
+            stats,
+            preamble_in_prompt=constraint.preamble_in_prompt,
+            logprobs=token_logprobs,
+            ordered=constrained and constraint.ordered_spans,
+        )
+    beams = int(kwargs.get("num_beams") or getattr(model.generation_config, "num_beams", 1) or 1)
+    if prefix is not None:
+        kwargs["cache"] = batch_cache(prefix[1], len(batch) * beams)
+    # first: it must see the model's own scores, before the constraint or a warper changes them
+    logprobs = TokenLogProbs(width, rows_per_record=beams)
+    processors = LogitsProcessorList([logprobs])
+    if proc is not None:
         processors.append(proc)
     user_processors = kwargs.pop("logits_processor", None)
     if user_processors:
@@ -140,13 +172,15 @@ def generate_batch(
             pad_token_id=pad_token_id,
             **kwargs,
         )
+    generated = out[:, width:].tolist()
     return parse_answers(
         batch,
-        out[:, width:].tolist(),
+        generated,
         eos_token_ids,
         trie,
         constraint.word_boundaries,
         stats,
         preamble_in_prompt=constraint.preamble_in_prompt,
-        logprobs=logprobs,
+        logprobs=[logprobs.logprobs(row, record=i) for i, row in enumerate(generated)],
+        ordered=constrained and constraint.ordered_spans,
     )

@@ -31,13 +31,16 @@ class TokenLogProbs(LogitsProcessor):
 
     Args:
         prompt_width: the width of the prompt batch (generated tokens start after it).
+        rows_per_record: rows of one record (its beams); row ``r`` belongs to record ``r // rows_per_record``.
     """
 
-    def __init__(self, prompt_width: int) -> None:
+    def __init__(self, prompt_width: int, rows_per_record: int = 1) -> None:
         self.prompt_width = prompt_width
+        self.rows_per_record = rows_per_record
         self._last: torch.Tensor | None = None
-        self._rows: dict[tuple[int, ...], int] = {}
-        self._paths: dict[tuple[int, ...], tuple[float, ...]] = {(): ()}
+        # keyed by (record, generated prefix): two records with the same prefix have different prompts
+        self._rows: dict[tuple[int, tuple[int, ...]], int] = {}
+        self._paths: dict[tuple[int, tuple[int, ...]], tuple[float, ...]] = {}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids[:, self.prompt_width :].tolist()
@@ -45,38 +48,39 @@ class TokenLogProbs(LogitsProcessor):
         self._last = torch.log_softmax(scores.float(), dim=-1)
         self._rows = {}
         for r, row in enumerate(generated):
-            self._rows.setdefault(tuple(row), r)
+            self._rows.setdefault((r // self.rows_per_record, tuple(row)), r)
         return scores
 
-    def _absorb(self, generated: list[list[int]]) -> None:
+    def _absorb(self, generated: list[list[int]], records: list[int] | None = None) -> None:
         """Read the log-probability of the last token of each row from the previous step's scores."""
         if self._last is None:
             return
         keys, rows, tokens = [], [], []
-        for row in generated:
-            key = tuple(row)
-            if not key or key in self._paths:
+        for r, row in enumerate(generated):
+            record = records[r] if records is not None else r // self.rows_per_record
+            key = (record, tuple(row))
+            if not key[1] or key in self._paths:
                 continue
-            parent = self._rows.get(key[:-1])
+            parent = self._rows.get((record, key[1][:-1]))
             if parent is None:
                 continue
             keys.append(key)
             rows.append(parent)
-            tokens.append(key[-1])
+            tokens.append(key[1][-1])
         if not keys:
             return
         values = self._last[torch.tensor(rows), torch.tensor(tokens)].tolist()
         for key, value in zip(keys, values):
-            self._paths[key] = self._paths.get(key[:-1], ()) + (value,)
+            self._paths[key] = self._paths.get((key[0], key[1][:-1]), ()) + (value,)
 
-    def logprobs(self, generated_row: Sequence[int]) -> tuple[float, ...]:
-        """The log-probability of each token of a finished row (call after ``generate``)."""
+    def logprobs(self, generated_row: Sequence[int], record: int = 0) -> tuple[float, ...]:
+        """The log-probability of each token of a finished row of ``record`` (call after ``generate``)."""
         row = tuple(generated_row)
-        self._absorb([list(row)])
+        self._absorb([list(row)], records=[record])
         # the row may have ended before the batch did (then padding follows): walk back to a recorded prefix
-        while row not in self._paths:
+        while row and (record, row) not in self._paths:
             row = row[:-1]
-        return self._paths[row]
+        return self._paths.get((record, row), ())
 
 
 def item_scores(

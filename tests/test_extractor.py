@@ -584,3 +584,18 @@ def test_greedy_decode_logprobs_equal_a_teacher_forced_forward(smollm2_tokenizer
             want = torch.log_softmax(logits, -1)[torch.arange(n), torch.tensor(generated)]
             torch.testing.assert_close(torch.tensor(got), want, rtol=2e-3, atol=1e-3)
     assert len({len(t) for t in tokens}) > 1  # rows left the batch at different steps
+
+
+def test_plain_greedy_tells_when_generate_would_add_nothing(smollm2_tokenizer):
+    """The row-dropping loop serves only plain greedy search: sampling, beams, other generate options and a
+    generation config that adds a logits processor (a repetition penalty) go through model.generate."""
+    from cllmfs_hf.extractor.greedy import plain_greedy
+
+    model = _tiny(smollm2_tokenizer)
+    assert plain_greedy(model, {})
+    assert plain_greedy(model, {"do_sample": False, "num_beams": 1})
+    assert not plain_greedy(model, {"num_beams": 2})
+    assert not plain_greedy(model, {"do_sample": True})
+    assert not plain_greedy(model, {"logits_processor": []})
+    model.generation_config.repetition_penalty = 1.3
+    assert not plain_greedy(model, {})

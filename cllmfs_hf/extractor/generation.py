@@ -119,7 +119,6 @@ def generate_batch(
     input_ids, attention = layout_batch(
         [r.prompt_ids for r in batch], prefix[0] if prefix is not None else None, pad_token_id
     )
-    width = input_ids.shape[1]
     proc = None
     if constrained:
         proc = SpanConstrainedLogitsProcessor(
@@ -137,20 +136,41 @@ def generate_batch(
                 max_new_tokens=cap,
                 eos_token_ids=eos_token_ids,
             )
-        return parse_answers(
-            batch,
-            generated,
-            eos_token_ids,
-            trie,
-            constraint.word_boundaries,
-            stats,
-            preamble_in_prompt=constraint.preamble_in_prompt,
-            logprobs=token_logprobs,
-            ordered=constrained and constraint.ordered_spans,
+    else:
+        generated, token_logprobs = _generate(
+            model, input_ids, attention, kwargs, proc, prefix, cap, pad_token_id, eos_token_ids, device
         )
+    return parse_answers(
+        batch,
+        generated,
+        eos_token_ids,
+        trie,
+        constraint.word_boundaries,
+        stats,
+        preamble_in_prompt=constraint.preamble_in_prompt,
+        logprobs=token_logprobs,
+        ordered=constrained and constraint.ordered_spans,
+    )
+
+
+def _generate(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    kwargs: dict[str, Any],
+    proc: SpanConstrainedLogitsProcessor | None,
+    prefix: tuple[list[int], Any] | None,
+    cap: int,
+    pad_token_id: int,
+    eos_token_ids: list[int],
+    device: Any,
+) -> tuple[list[list[int]], list[tuple[float, ...]]]:
+    """One ``model.generate`` call (sampling, beam search, user processors): each row's generated ids and the
+    log-probabilities :class:`TokenLogProbs` read from the model's own scores."""
+    width = input_ids.shape[1]
     beams = int(kwargs.get("num_beams") or getattr(model.generation_config, "num_beams", 1) or 1)
     if prefix is not None:
-        kwargs["cache"] = batch_cache(prefix[1], len(batch) * beams)
+        kwargs["cache"] = batch_cache(prefix[1], len(input_ids) * beams)
     # first: it must see the model's own scores, before the constraint or a warper changes them
     logprobs = TokenLogProbs(width, rows_per_record=beams)
     processors = LogitsProcessorList([logprobs])
@@ -173,14 +193,4 @@ def generate_batch(
             **kwargs,
         )
     generated = out[:, width:].tolist()
-    return parse_answers(
-        batch,
-        generated,
-        eos_token_ids,
-        trie,
-        constraint.word_boundaries,
-        stats,
-        preamble_in_prompt=constraint.preamble_in_prompt,
-        logprobs=[logprobs.logprobs(row, record=i) for i, row in enumerate(generated)],
-        ordered=constrained and constraint.ordered_spans,
-    )
+    return generated, [logprobs.logprobs(row, record=i) for i, row in enumerate(generated)]

@@ -217,7 +217,12 @@ def main(argv: list[str] | None = None) -> dict:
     trie._automata.clear()
     t = time.perf_counter()
     batched = extractor.predict(
-        texts, args.types, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=False
+        texts,
+        args.types,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        progress=False,
+        allow_unknown_types=True,
     )
     batched_seconds = time.perf_counter() - t
     batched_stats = extractor.last_stats.to_dict()
@@ -226,7 +231,12 @@ def main(argv: list[str] | None = None) -> dict:
     trie._automata.clear()
     t = time.perf_counter()
     unshared = extractor.predict(
-        texts, args.types, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=False
+        texts,
+        args.types,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        progress=False,
+        allow_unknown_types=True,
     )
     unshared_seconds = time.perf_counter() - t
     extractor.prefix_cache = True
@@ -236,7 +246,12 @@ def main(argv: list[str] | None = None) -> dict:
     for i, text in enumerate(texts):
         for label in args.types:
             naive[i] += extractor.predict(
-                [text], [label], batch_size=1, max_new_tokens=args.max_new_tokens, progress=False
+                [text],
+                [label],
+                batch_size=1,
+                max_new_tokens=args.max_new_tokens,
+                progress=False,
+                allow_unknown_types=True,
             )[0]
     naive_seconds = time.perf_counter() - t
 
@@ -255,7 +270,14 @@ def main(argv: list[str] | None = None) -> dict:
     def timed_predict(ex, cap):
         trie._automata.clear()
         t = time.perf_counter()
-        found = ex.predict(texts, args.types, batch_size=args.batch_size, max_new_tokens=cap, progress=False)
+        found = ex.predict(
+            texts,
+            args.types,
+            batch_size=args.batch_size,
+            max_new_tokens=cap,
+            progress=False,
+            allow_unknown_types=True,
+        )
         return found, time.perf_counter() - t, ex.last_stats.to_dict()
 
     per_token = variant(prefill_preamble=False, drop_finished_rows=False)

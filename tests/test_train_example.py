@@ -248,7 +248,9 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_model_dir, tmp_path):
 
 def test_demo_recipe_is_the_default_job_from_the_general_adapter():
     """examples/recipes/demo.yaml (what `make demo` runs) writes out what `python examples/train.py` does with no
-    arguments, except that it starts from the shipped general-ner adapter: 4 epochs, no raw-base baseline."""
+    arguments, except that it starts from the shipped general-ner adapter: 4 epochs, no raw-base baseline, and
+    a target stage without the InfoNCE term (the dev evidence for adapting general-ner), 64 records per generate
+    call."""
     import dataclasses
     import importlib.util
 
@@ -258,7 +260,13 @@ def test_demo_recipe_is_the_default_job_from_the_general_adapter():
     recipe = REPO_ROOT / "examples" / "recipes" / "demo.yaml"
     defaults = train.parse_args([])
     from_recipe = train.parse_args(["--config", str(recipe)])
-    differ = {"init_adapter": "general-ner", "zero_shot_baseline": False, "num_train_epochs": 4}
+    differ = {
+        "init_adapter": "general-ner",
+        "zero_shot_baseline": False,
+        "num_train_epochs": 4,
+        "contrastive_weight": 0.0,
+        "eval_batch_size": 64,
+    }
     for a, b in zip(defaults, from_recipe):
         fields = [f.name for f in dataclasses.fields(a)]
         assert {f: getattr(a, f) for f in fields if f not in differ} == {

@@ -144,7 +144,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         ):
             # the fast path: every row is last call's row plus one token (greedy search, sampling)
             out = self._advance_rows(input_ids[:, -1].tolist())
-            self._last_ids, self._last_states = input_ids, out
+            self._last_ids, self._last_states = input_ids.clone(), out  # a caller may reuse its buffer
             return out
         if (
             self._prompt is None
@@ -189,7 +189,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
             new_states[key] = state
             out.append((group, state))
         self._states = new_states
-        self._last_ids, self._last_states = input_ids, out
+        self._last_ids, self._last_states = input_ids.clone(), out
         return out
 
     def _advance_rows(self, tokens: list[int]) -> list[tuple[int, State | None]]:

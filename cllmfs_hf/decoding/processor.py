@@ -1,9 +1,11 @@
 """The logits processor that only lets the model copy spans of its input.
 
 :class:`SpanConstrainedLogitsProcessor` masks, at every step and for every row, each next token that cannot
-continue a legal output (see :mod:`.automaton`). The state of a row is keyed by its generated prefix (beam search reorders rows between steps); the set of
-allowed ids of a state is computed once (memoised, in the row's :class:`~.automaton.RowAutomaton`) and the
-masking itself is one fill of a new ``(rows, vocab)`` tensor and one indexed copy of the allowed scores.
+continue a legal output (see :mod:`.automaton`). A row's state follows from its own last state when no row
+was reordered (greedy search, sampling), else it is keyed by its generated prefix (beam search reorders rows
+between steps); the set of allowed ids of a state is computed once (memoised, in the row's
+:class:`~.automaton.RowAutomaton`) and the masking itself is one fill of a reused ``(rows, vocab)`` buffer and
+one indexed copy of the allowed scores.
 """
 
 from __future__ import annotations
@@ -178,14 +180,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
                 prev = self._states.get((group, tuple(gen[:-1])), auto.initial if len(gen) == 1 else None)
                 if prev is None:
                     prev = self._replay(auto, gen[:-1])
-                last = gen[-1]
-                if prev is None or last in self._eos_set:
-                    state = None  # finished (or escaped earlier): leave the row alone
-                else:
-                    state = auto.advance(prev, last)
-                    if not state:
-                        self._escaped(group, last)
-                        state = None
+                state = self._next_state(group, prev, gen[-1])
             new_states[key] = state
             out.append((group, state))
         self._states = new_states
@@ -194,20 +189,21 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
 
     def _advance_rows(self, tokens: list[int]) -> list[tuple[int, State | None]]:
         """The rows' states after each row's own last state took one more token."""
-        out: list[tuple[int, State | None]] = []
-        eos = self._eos_set
-        for (group, state), token in zip(self._last_states, tokens):
-            if state is not None:
-                if token in eos:
-                    state = None  # finished: leave the row alone
-                else:
-                    nxt = self.automata[group].advance(state, token)
-                    if not nxt:
-                        self._escaped(group, token)
-                        nxt = None
-                    state = nxt
-            out.append((group, state))
-        return out
+        return [
+            (group, self._next_state(group, state, token))
+            for (group, state), token in zip(self._last_states, tokens)
+        ]
+
+    def _next_state(self, group: int, state: State | None, token: int) -> State | None:
+        """The state of a row of sentence ``group`` after ``token``; None once the row has finished (or escaped
+        the constraint earlier): such a row is left alone."""
+        if state is None or token in self._eos_set:
+            return None
+        nxt = self.automata[group].advance(state, token)
+        if not nxt:
+            self._escaped(group, token)
+            return None
+        return nxt
 
     def _replay(self, auto: RowAutomaton, gen: list[int]) -> State | None:
         state: State = auto.initial
@@ -226,7 +222,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
             f"({self.trie.decode([token])!r}), which the constraint forbids (another processor or a forced "
             "token overrode the mask); the row is left unconstrained from here on.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
     # -- the processor ----------------------------------------------------------------------------------

@@ -63,6 +63,12 @@ class AllowedTokens:
         return res
 
     def _successors(self, state: State) -> Iterable[State]:
+        for _tids, after in self._trie_walk(state):
+            yield after
+
+    def _trie_walk(self, state: State) -> Iterable[tuple[list[int], State]]:
+        """Every ``(token ids, state after their bytes)`` of the vocabulary trie read from ``state``, for the
+        tokens whose bytes keep it alive (a plain walk of the trie, byte by byte)."""
         stack = [(self.trie.root, state)]
         while stack:
             node, st = stack.pop()
@@ -73,8 +79,9 @@ class AllowedTokens:
                 st2 = self.step(st, b)
                 if not st2:
                     continue
-                if -1 in child:
-                    yield st2
+                tids = child.get(-1)
+                if tids is not None:
+                    yield tids, st2
                 stack.append((child, st2))
 
     def allowed(self, state: State) -> tuple[torch.Tensor, bool]:
@@ -110,20 +117,9 @@ class AllowedTokens:
     def allowed_by_walk(self, state: State) -> list[int]:
         """The allowed token ids of ``state`` by a plain walk of the vocabulary trie (the reference)."""
         ids: list[int] = []
-        stack = [(self.trie.root, state)]
-        while stack:
-            node, st = stack.pop()
-            for b in self._next_bytes(st):
-                child = node.get(b)
-                if child is None:
-                    continue
-                st2 = self.step(st, b)
-                if not st2:
-                    continue
-                tids = child.get(-1)
-                if tids is not None and (self.coverable or self._token_live(st2)):
-                    ids.extend(tids)
-                stack.append((child, st2))
+        for tids, after in self._trie_walk(state):
+            if self.coverable or self._token_live(after):
+                ids.extend(tids)
         return sorted(ids)
 
     # -- the fast path: one configuration at a time, span text read along the sentence ------------------

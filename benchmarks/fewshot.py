@@ -115,12 +115,14 @@ SCHEMA_VERSION = 1
 CORE_SYSTEMS: tuple[str, ...] = ("zero_shot", "sft", "cllmfs_infonce", "cllmfs_full", "encoder")
 #: Optional system 6 (cross-domain): CLLMFS (InfoNCE + FGM) trained on --source_dataset, then on the support set.
 SOURCE_SYSTEM = "source_then_target"
-#: Optional systems 7 and 8 (two-stage from a finished adapter, e.g. the shipped ``general-ner``): the adapter of
-#: ``--init_adapter`` as it is, and that adapter trained on the support set with ``cllmfs_infonce``'s settings
-#: (the same steps and learning rate as the systems that start from the raw base).
+#: Optional systems 7 to 9 (two-stage from a finished adapter, e.g. the shipped ``general-ner``): the adapter of
+#: ``--init_adapter`` as it is, that adapter trained on the support set with ``cllmfs_infonce``'s settings, and
+#: with ``sft``'s (plain LoRA SFT, the target stage of the demo recipe); the same steps and learning rate as the
+#: systems that start from the raw base.
 ADAPTER_ZERO_SHOT = "adapter_zero_shot"
 ADAPTER_SYSTEM = "adapter_then_target"
-ADAPTER_SYSTEMS: tuple[str, ...] = (ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM)
+ADAPTER_SFT_SYSTEM = "adapter_then_sft"
+ADAPTER_SYSTEMS: tuple[str, ...] = (ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM, ADAPTER_SFT_SYSTEM)
 SYSTEMS: tuple[str, ...] = (*CORE_SYSTEMS, SOURCE_SYSTEM, *ADAPTER_SYSTEMS)
 #: Systems that do not train: their greedy answers depend on neither K, seed nor support set, so one evaluation
 #: per dataset serves every (K, seed).
@@ -135,6 +137,7 @@ SYSTEM_CONFIGS: dict[str, dict[str, Any]] = {
     "cllmfs_full": {"adversarial": "fgm"},
     SOURCE_SYSTEM: {"adversarial": "fgm"},  # both stages, source then target
     ADAPTER_SYSTEM: {"adversarial": "none"},  # the target stage only: the adapter's own stage is done
+    ADAPTER_SFT_SYSTEM: {"contrastive_weight": 0.0, "adversarial": "none"},
 }
 #: Optional file in a dataset folder: a JSON object label -> description, overriding the built-in table.
 DESCRIPTIONS_FILE = "descriptions.json"
@@ -233,7 +236,7 @@ class BenchConfig:
         metadata={
             "help": "Systems to run, among "
             + ", ".join(SYSTEMS)
-            + f" ({SOURCE_SYSTEM} needs --source_dataset; {ADAPTER_ZERO_SHOT} and {ADAPTER_SYSTEM} --init_adapter).",
+            + f" ({SOURCE_SYSTEM} needs --source_dataset; {', '.join(ADAPTER_SYSTEMS)} --init_adapter).",
             "choices": list(SYSTEMS),
             "metavar": "SYSTEM",
         },
@@ -248,8 +251,8 @@ class BenchConfig:
     init_adapter: str | None = field(
         default=None,
         metadata={
-            "help": f"The finished CLLMFS adapter {ADAPTER_ZERO_SHOT} scores as it is and {ADAPTER_SYSTEM} continues "
-            "on each support set: a folder, a Hub id, or a bundled name (general-ner). Its base must be --model."
+            "help": f"The finished CLLMFS adapter {ADAPTER_ZERO_SHOT} scores as it is and {ADAPTER_SYSTEM} "
+            f"(CLLMFS) and {ADAPTER_SFT_SYSTEM} (SFT) continue on each support set: a folder, a Hub id, or a bundled name (general-ner). Its base must be --model."
         },
     )
     source_sentences: int = field(
@@ -421,7 +424,7 @@ class BenchConfig:
         if any(s in self.systems for s in ADAPTER_SYSTEMS):
             if not self.init_adapter:
                 raise ValueError(
-                    f"--systems {ADAPTER_ZERO_SHOT}/{ADAPTER_SYSTEM} need --init_adapter (an adapter folder, a Hub id "
+                    f"--systems {'/'.join(ADAPTER_SYSTEMS)} need --init_adapter (an adapter folder, a Hub id "
                     "or general-ner)."
                 )
             # Checked now (files, base model, LoRA shape), not after an hour of other systems.
@@ -936,7 +939,7 @@ def _run_system(
 
             model, tokenizer, _ = load_adapter(cfg.init_adapter, dtype=model_config(cfg).dtype)
             model = model.to(_device())
-        elif system == ADAPTER_SYSTEM:
+        elif system in (ADAPTER_SYSTEM, ADAPTER_SFT_SYSTEM):
             # --init_adapter's code path: its types are merged with the target's, its LoRA shape kept.
             model, tokenizer, summary = _train_llm(
                 system, cfg, records, bundle, steps=steps, seed=seed, init_adapter=cfg.init_adapter
@@ -1028,10 +1031,13 @@ def compared_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
                 pairs.append((base, SOURCE_SYSTEM))
     if {"zero_shot", ADAPTER_ZERO_SHOT} <= present:
         pairs.append(("zero_shot", ADAPTER_ZERO_SHOT))
-    if ADAPTER_SYSTEM in present:
-        for base in ("cllmfs_infonce", "sft", ADAPTER_ZERO_SHOT):
-            if base in present:
-                pairs.append((base, ADAPTER_SYSTEM))
+    for adapted in (ADAPTER_SYSTEM, ADAPTER_SFT_SYSTEM):
+        if adapted in present:
+            for base in ("cllmfs_infonce", "sft", ADAPTER_ZERO_SHOT):
+                if base in present:
+                    pairs.append((base, adapted))
+    if {ADAPTER_SFT_SYSTEM, ADAPTER_SYSTEM} <= present:
+        pairs.append((ADAPTER_SFT_SYSTEM, ADAPTER_SYSTEM))  # the CLLMFS term in the target stage
     return pairs
 
 

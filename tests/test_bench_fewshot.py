@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import fewshot  # noqa: E402
 from benchmarks.encoder_baseline import default_encoder_path  # noqa: E402
 from benchmarks.fewshot import (  # noqa: E402
+    ADAPTER_SFT_SYSTEM,
     ADAPTER_SYSTEM,
     ADAPTER_ZERO_SHOT,
     CORE_SYSTEMS,
@@ -243,7 +244,7 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
     )
     assert cfg.datasets == [str(tiny_dataset)]
     assert fewshot.plan_steps(5, cfg) == fewshot.plan_steps(500, cfg) == 30
-    assert cfg.systems == ["zero_shot", "sft", "cllmfs_infonce", "encoder", ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM]
+    assert cfg.systems == ["zero_shot", "sft", "cllmfs_infonce", "encoder", ADAPTER_ZERO_SHOT, ADAPTER_SFT_SYSTEM]
     assert cfg.init_adapter == "general-ner"
     cfg = config_from_args(
         ["--preset", "quick", "--datasets", str(tiny_dataset), "--max_steps", "3", "--k", "1", "5"]
@@ -382,7 +383,8 @@ def test_harness_end_to_end(
     assert ("cllmfs_infonce", "cllmfs_full") in pairs and ("encoder", "cllmfs_full") in pairs
     assert ("cllmfs_full", SOURCE_SYSTEM) in pairs
     assert ("zero_shot", ADAPTER_ZERO_SHOT) in pairs and ("cllmfs_infonce", ADAPTER_SYSTEM) in pairs
-    assert (ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM) in pairs
+    assert (ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM) in pairs and (ADAPTER_ZERO_SHOT, ADAPTER_SFT_SYSTEM) in pairs
+    assert (ADAPTER_SFT_SYSTEM, ADAPTER_SYSTEM) in pairs
     assert result["config"]["init_adapter"] == str(tiny_init_adapter)
     assert result["source"]["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
     n_source = len(read_dataset(tiny_source / "wikigold_sample.conll"))
@@ -397,7 +399,7 @@ def test_harness_end_to_end(
     text = md.read_text(encoding="utf-8")
     assert (
         "| dataset | K | zero_shot | sft | cllmfs_infonce | cllmfs_full | encoder | source_then_target | "
-        "adapter_zero_shot | adapter_then_target |" in text
+        "adapter_zero_shot | adapter_then_target | adapter_then_sft |" in text
     )
     assert "| **average** | 1 |" in text and "Paired differences" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -411,7 +413,7 @@ def test_harness_end_to_end(
             assert {"lm_loss", "contrastive_loss"} <= names, run["system"]
             assert ("adversarial_loss" in names) == (run["system"] in ("cllmfs_full", SOURCE_SYSTEM))
             assert all(len(v) == 2 for v in run["loss_terms"].values())
-        elif run["system"] == "sft":
+        elif run["system"] in ("sft", ADAPTER_SFT_SYSTEM):
             assert names == {"lm_loss"}, run["loss_terms"]
             assert run["loss_terms"]["lm_loss"][1] == pytest.approx(run["train_loss"], abs=1e-3)
         else:
@@ -516,8 +518,9 @@ def test_recipes_hold_the_old_preset_values(tmp_path: Path, monkeypatch) -> None
         "datasets": [str(shared / "crossner/politics"), str(shared / "bio/NCBI-disease-IOB")],
         "k": [5],
         "seeds": [0, 1],
-        "systems": ["zero_shot", "sft", "cllmfs_infonce", "encoder", ADAPTER_ZERO_SHOT, ADAPTER_SYSTEM],
-        "init_adapter": "general-ner",  # the shipped general NER adapter (2026-12-04)
+        # the shipped general NER adapter (2026-12-04), adapted with SFT (the dev study of 2026-12-06)
+        "systems": ["zero_shot", "sft", "cllmfs_infonce", "encoder", ADAPTER_ZERO_SHOT, ADAPTER_SFT_SYSTEM],
+        "init_adapter": "general-ner",
         "max_test_sentences": 40,
         "max_steps": 30,
         "epochs": None,
@@ -653,10 +656,15 @@ def test_every_llm_system_trains_through_the_shared_driver(
     assert source_stage["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
     assert target_stage["entity_types"] == sorted(TYPES)
     assert runs[SOURCE_SYSTEM]["source_steps"] == 1
-    # adapter_then_target continues --init_adapter (its types merged with the target's), as train.py does
-    (from_adapter,) = [b for b in calls["build"] if b["system"] == ADAPTER_SYSTEM]
-    assert from_adapter["continues"] and from_adapter["model_args"].init_adapter == str(tiny_init_adapter)
-    assert from_adapter["trainer"].adapter_config.lineage[-1]["entity_types"] == ["LOC", "PER"]
+    # adapter_then_target and adapter_then_sft continue --init_adapter (its types merged with the target's), as
+    # train.py does
+    from_adapter = [b for b in calls["build"] if b["system"] in (ADAPTER_SYSTEM, ADAPTER_SFT_SYSTEM)]
+    assert [b["system"] for b in from_adapter] == [ADAPTER_SYSTEM, ADAPTER_SFT_SYSTEM]
+    for built in from_adapter:
+        assert built["continues"] and built["model_args"].init_adapter == str(tiny_init_adapter)
+        assert built["trainer"].adapter_config.lineage[-1]["entity_types"] == ["LOC", "PER"]
+    # the CLLMFS target stage keeps the InfoNCE term, the SFT one trains the LM loss only
+    assert from_adapter[0]["args"]["contrastive_weight"] > 0 and from_adapter[1]["args"]["contrastive_weight"] == 0
 
     # One LoRA config for every system, from the benchmark's flags.
     lora = [dataclasses.replace(c["model_args"], init_adapter=None) for c in calls["build"]]

@@ -79,11 +79,12 @@ def resolve_layer_index(layer: float | int, num_layers: int) -> int:
 
     ``layer`` is either an index (a Python ``int``, negative counts from the end, or a whole-number float
     ``>= 2`` as a command line gives it) or a fraction of the depth in ``(0, 1]``: the output of layer
-    ``round(fraction * num_layers)`` counted from 1, i.e. index ``max(1, round(fraction * num_layers)) - 1``.
+    ``round(fraction * num_layers)`` counted from 1, i.e. index ``max(1, round(fraction * num_layers)) - 1``
+    (Python's ``round``: a half goes to the even neighbour, so 0.75 of SmolLM2's 30 layers is layer 22, index 21).
 
     Example:
         >>> resolve_layer_index(0.75, 32), resolve_layer_index(0.75, 30), resolve_layer_index(-1, 4), resolve_layer_index(1.0, 4)
-        (23, 22, 3, 3)
+        (23, 21, 3, 3)
     """
     if num_layers < 1:
         raise ValueError(
@@ -481,3 +482,20 @@ class CLLMFSConfig(SFTConfig, ContrastiveConfig, NegativeSamplingConfig, Adversa
         self.validate_contrastive()
         self.validate_negative_sampling()
         self.validate_adversarial()
+
+    @property
+    def training_objective(self) -> str:
+        """What the loss is, in words, for reports: which of the CLLMFS terms are on besides the LM loss.
+
+        Example:
+            >>> CLLMFSConfig(output_dir="out", contrastive_weight=0.0, report_to="none").training_objective
+            'plain LoRA SFT (LM loss only)'
+        """
+        terms = [
+            name
+            for name, on in (("InfoNCE", self.contrastive_enabled), ("FGM", self.adversarial_enabled))
+            if on
+        ]
+        if not terms:
+            return "plain LoRA SFT (LM loss only)"
+        return "CLLMFS: LM + " + " + ".join(terms)

@@ -52,15 +52,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"| `{report.get('init_adapter')}` as it was, before this training | {_pct(before['precision'])} | "
             f"{_pct(before['recall'])} | {_pct(before['f1'])} |"
         )
+    # what trained it: a run with contrastive_weight=0 and no FGM is plain SFT, and says so
+    objective = report.get("objective")
     lines.append(
-        f"| CLLMFS (this adapter) | {_pct(report.get('precision'))} | {_pct(report.get('recall'))} | "
-        f"{_pct(report.get('f1'))} |"
+        f"| this adapter{f' ({objective})' if objective else ''} | {_pct(report.get('precision'))} | "
+        f"{_pct(report.get('recall'))} | {_pct(report.get('f1'))} |"
     )
     per_type = report.get("per_type") or {}
     if per_type:
         lines += [
             "",
-            "## Per type (CLLMFS)",
+            "## Per type (this adapter)",
             "",
             "| type | precision | recall | F1 | support |",
             "|---|---:|---:|---:|---:|",
@@ -94,7 +96,7 @@ def plot_loss_components(log_history: Sequence[Mapping[str, Any]], path: str | P
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=key)
     ax.set_xlabel("optimisation step")
     ax.set_ylabel("loss")
-    ax.set_title("CLLMFS training loss components")
+    ax.set_title("Training loss components")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -108,7 +110,7 @@ def plot_per_type_f1(
     path: str | Path,
     baseline_per_type: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Path | None:
-    """Grouped bars of per-type F1 (CLLMFS, and the zero-shot baseline when given)."""
+    """Grouped bars of per-type F1 (the trained adapter, and the zero-shot baseline when given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +126,7 @@ def plot_per_type_f1(
         [x - (width / 2 if baseline_per_type else 0) for x in xs],
         [100 * per_type[lb]["f1"] for lb in labels],
         width,
-        label="CLLMFS",
+        label="this adapter",
     )
     if baseline_per_type:
         ax.bar(

@@ -433,6 +433,7 @@ def run(data_args: DataArguments, model_args: Any, training_args: Any) -> dict[s
     summary = train(trainer, resume_from_checkpoint=resume)
     report["train_seconds"] = summary.seconds
     report["train_steps"] = summary.steps
+    report["objective"] = training_args.training_objective
     report["loss_terms"] = summary.loss_terms
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():

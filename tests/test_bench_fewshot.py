@@ -244,7 +244,14 @@ def test_cli_presets_and_validation(tiny_dataset: Path) -> None:
     )
     assert cfg.datasets == [str(tiny_dataset)]
     assert fewshot.plan_steps(5, cfg) == fewshot.plan_steps(500, cfg) == 30
-    assert cfg.systems == ["zero_shot", "sft", "cllmfs_infonce", "encoder", ADAPTER_ZERO_SHOT, ADAPTER_SFT_SYSTEM]
+    assert cfg.systems == [
+        "zero_shot",
+        "sft",
+        "cllmfs_infonce",
+        "encoder",
+        ADAPTER_ZERO_SHOT,
+        ADAPTER_SFT_SYSTEM,
+    ]
     assert cfg.init_adapter == "general-ner"
     cfg = config_from_args(
         ["--preset", "quick", "--datasets", str(tiny_dataset), "--max_steps", "3", "--k", "1", "5"]
@@ -664,7 +671,10 @@ def test_every_llm_system_trains_through_the_shared_driver(
         assert built["continues"] and built["model_args"].init_adapter == str(tiny_init_adapter)
         assert built["trainer"].adapter_config.lineage[-1]["entity_types"] == ["LOC", "PER"]
     # the CLLMFS target stage keeps the InfoNCE term, the SFT one trains the LM loss only
-    assert from_adapter[0]["args"]["contrastive_weight"] > 0 and from_adapter[1]["args"]["contrastive_weight"] == 0
+    assert (
+        from_adapter[0]["args"]["contrastive_weight"] > 0
+        and from_adapter[1]["args"]["contrastive_weight"] == 0
+    )
 
     # One LoRA config for every system, from the benchmark's flags.
     lora = [dataclasses.replace(c["model_args"], init_adapter=None) for c in calls["build"]]

@@ -85,7 +85,11 @@ def test_train_py_writes_adapter_report_and_plots(tiny_model_dir, tmp_path):
         assert key in report
     assert 0.0 <= report["f1"] <= 1.0 and report["train_steps"] == 3
     assert report["support_sentences"] == 12 and report["test_sentences"] == 3
-    assert (out / "report.md").read_text().startswith("# CLLMFS run report")
+    report_md = (out / "report.md").read_text()
+    assert report_md.startswith("# CLLMFS run report")
+    # the report says what trained the adapter (the default job: the LM loss and the InfoNCE term)
+    assert report["objective"] == "CLLMFS: LM + InfoNCE"
+    assert f"| this adapter ({report['objective']}) |" in report_md
     assert (out / "loss_components.png").stat().st_size > 0 and (out / "per_type_f1.png").stat().st_size > 0
     adapter = out / "adapter"
     for name in ("adapter_config.json", "adapter_model.safetensors", "cllmfs_config.json", "README.md"):

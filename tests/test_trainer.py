@@ -79,6 +79,20 @@ def test_config_defaults_and_validation(tmp_path):
         0.3,
     )
     assert CLLMFSConfig(output_dir=str(tmp_path), report_to="none", adversarial="fgm").adversarial_enabled
+    # the run report names the objective: each combination of the two terms
+    objectives = {
+        (w, adv): CLLMFSConfig(
+            output_dir=str(tmp_path), report_to="none", contrastive_weight=w, adversarial=adv
+        ).training_objective
+        for w in (0.0, 1.0)
+        for adv in ("none", "fgm")
+    }
+    assert objectives == {
+        (0.0, "none"): "plain LoRA SFT (LM loss only)",
+        (0.0, "fgm"): "CLLMFS: LM + FGM",
+        (1.0, "none"): "CLLMFS: LM + InfoNCE",
+        (1.0, "fgm"): "CLLMFS: LM + InfoNCE + FGM",
+    }
     assert (
         CLLMFSConfig(
             output_dir=str(tmp_path), report_to="none", remove_unused_columns=True

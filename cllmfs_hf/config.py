@@ -489,7 +489,7 @@ class CLLMFSConfig(SFTConfig, ContrastiveConfig, NegativeSamplingConfig, Adversa
 
         Example:
             >>> CLLMFSConfig(output_dir="out", contrastive_weight=0.0, report_to="none").training_objective
-            'plain LoRA SFT (LM loss only)'
+            'plain LoRA SFT, LM loss only'
         """
         terms = [
             name
@@ -497,5 +497,5 @@ class CLLMFSConfig(SFTConfig, ContrastiveConfig, NegativeSamplingConfig, Adversa
             if on
         ]
         if not terms:
-            return "plain LoRA SFT (LM loss only)"
+            return "plain LoRA SFT, LM loss only"
         return "CLLMFS: LM + " + " + ".join(terms)

@@ -88,7 +88,7 @@ def test_config_defaults_and_validation(tmp_path):
         for adv in ("none", "fgm")
     }
     assert objectives == {
-        (0.0, "none"): "plain LoRA SFT (LM loss only)",
+        (0.0, "none"): "plain LoRA SFT, LM loss only",
         (0.0, "fgm"): "CLLMFS: LM + FGM",
         (1.0, "none"): "CLLMFS: LM + InfoNCE",
         (1.0, "fgm"): "CLLMFS: LM + InfoNCE + FGM",

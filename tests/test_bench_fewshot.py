@@ -504,12 +504,13 @@ def test_harness_end_to_end(
         validate_result(broken)
 
 
-def test_committed_quick_result_is_valid_and_its_table_is_rendered_from_it() -> None:
+@pytest.mark.parametrize("name", ["quick-cpu", "quick-cpu-2026-12-06"])
+def test_committed_quick_result_is_valid_and_its_table_is_rendered_from_it(name: str) -> None:
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    result = json.loads((results / "quick-cpu.json").read_text(encoding="utf-8"))
+    result = json.loads((results / f"{name}.json").read_text(encoding="utf-8"))
     validate_result(result)
     assert result["complete"] is True and result["config"]["preset"] == "quick"
-    assert (results / "quick-cpu.md").read_text(encoding="utf-8") == render_markdown(result)
+    assert (results / f"{name}.md").read_text(encoding="utf-8") == render_markdown(result)
 
 
 def test_recipes_hold_the_old_preset_values(tmp_path: Path, monkeypatch) -> None:

@@ -55,6 +55,7 @@ Returns:
     "overall_recall", "overall_f1", "overall_tp", "overall_fp", "overall_fn", and for BIO input
     "overall_accuracy" (token-level tag accuracy). Scores are fractions in [0, 1].
 Examples:
+    >>> import evaluate, cllmfs_hf.evaluation
     >>> metric = evaluate.load(str(cllmfs_hf.evaluation.METRIC_PATH))
     >>> metric.compute(predictions=[["B-PER", "I-PER", "O"]], references=[["B-PER", "I-PER", "O"]])["overall_f1"]
     1.0

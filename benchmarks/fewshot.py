@@ -131,13 +131,14 @@ TRAINED_SYSTEMS: tuple[str, ...] = tuple(s for s in SYSTEMS if s not in UNTRAINE
 #: The trained LLM systems and the only ``CLLMFSConfig`` values in which they differ. Each is applied on top of
 #: one config built from the benchmark settings (:func:`training_config`); with both weights at 0, ``sft`` is
 #: plain LoRA SFT (its loss is exactly TRL's ``SFTTrainer`` loss).
+_SFT_VALUES: dict[str, Any] = {"contrastive_weight": 0.0, "adversarial": "none"}
 SYSTEM_CONFIGS: dict[str, dict[str, Any]] = {
-    "sft": {"contrastive_weight": 0.0, "adversarial": "none"},
+    "sft": _SFT_VALUES,
     "cllmfs_infonce": {"adversarial": "none"},
     "cllmfs_full": {"adversarial": "fgm"},
     SOURCE_SYSTEM: {"adversarial": "fgm"},  # both stages, source then target
     ADAPTER_SYSTEM: {"adversarial": "none"},  # the target stage only: the adapter's own stage is done
-    ADAPTER_SFT_SYSTEM: {"contrastive_weight": 0.0, "adversarial": "none"},
+    ADAPTER_SFT_SYSTEM: _SFT_VALUES,  # the target stage with sft's values
 }
 #: Optional file in a dataset folder: a JSON object label -> description, overriding the built-in table.
 DESCRIPTIONS_FILE = "descriptions.json"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import importlib.util
 import pkgutil
+from types import ModuleType
 
 import pytest
 
@@ -19,13 +21,14 @@ def _modules() -> list[str]:
     return sorted(names)
 
 
+def _run_examples(module: ModuleType) -> doctest.TestResults:
+    return doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+
+
 @pytest.mark.parametrize("name", _modules())
 def test_docstring_examples_run(name: str, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    module = importlib.import_module(name)
-    result = doctest.testmod(
-        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
-    )
+    result = _run_examples(importlib.import_module(name))
     assert result.failed == 0, (
         f"{name}: {result.failed} of {result.attempted} docstring examples failed (see above)"
     )
@@ -33,18 +36,14 @@ def test_docstring_examples_run(name: str, monkeypatch) -> None:
 
 def test_metric_script_examples_run(monkeypatch) -> None:
     """The `evaluate` metric script is loaded from its path, not imported as a package module."""
-    import importlib.util
-
     from cllmfs_hf.evaluation import METRIC_PATH
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    script = next(p for p in sorted(METRIC_PATH.glob("*.py")))
+    script = sorted(METRIC_PATH.glob("*.py"))[0]
     spec = importlib.util.spec_from_file_location("cllmfs_ner_metric_script", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = doctest.testmod(
-        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
-    )
+    result = _run_examples(module)
     assert result.attempted > 0 and result.failed == 0, (
         f"{script}: {result.failed} of {result.attempted} failed"
     )

@@ -603,3 +603,55 @@ def test_ordered_spans_follow_each_other_without_overlap(smollm2_tokenizer):
     parsed = parse_output(format_completion(["Grant", "Lincoln"]), sentence, ordered=True)
     assert parsed.spans == [(12, 17), (20, 27)]
     assert parse_output(format_completion(["Grant", "Lincoln"]), sentence).spans == [(12, 17), (0, 7)]
+
+
+def test_reused_buffers_give_the_masks_of_fresh_ones_through_ended_escaped_and_dropped_rows(
+    smollm2_tokenizer, politics_test_head
+):
+    """The processor resets a reused output buffer only where it wrote before. Driven step by step with random
+    scores, its outputs must equal those of a twin whose outputs are all held (so each of its calls fills a
+    fresh -inf buffer): through a row forced off the constraint (a whole row copied, reset at the next use), a
+    row that ended (then only EOS is allowed), and the escaped row dropped between calls (``keep_rows``: the
+    first rows of the same buffer). An output the caller still holds is never written again."""
+    tok = smollm2_tokenizer
+    sentences = [s.text for s in read_conll(politics_test_head)[:6]]
+    config = SpanConstraintConfig(preamble_in_prompt=True)
+    eos = tok.eos_token_id
+    proc = SpanConstrainedLogitsProcessor(tok, sentences, config)
+    twin = SpanConstrainedLogitsProcessor(tok, sentences, config)
+    held = []  # every output of the twin
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.zeros((len(sentences), 3), dtype=torch.long)  # a stand-in prompt: the answers start after it
+    last = None  # (the last output, a copy of it): the caller holds the last output only
+    pointers: list[int] = []
+    for step in range(20):
+        scores = torch.randn((ids.shape[0], len(tok)), generator=gen)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the escaped row
+            out = proc(ids, scores.clone())
+            held.append(twin(ids, scores.clone()))
+        assert torch.equal(out, held[-1]), f"step {step}: the reused buffer differs from a fresh one"
+        if last is not None:
+            assert torch.equal(*last), "an output still held was overwritten"
+            assert out.data_ptr() != last[0].data_ptr()
+        if len(pointers) >= 2:
+            assert out.data_ptr() == pointers[-2], "the buffer before last was not reused"
+        pointers.append(out.data_ptr())
+        last = (out, out.clone())
+        if step > 6:  # row 1 ended at step 6 (row 0 once row 0 left): EOS alone
+            assert torch.isfinite(out[1 if step <= 9 else 0]).nonzero().squeeze(1).tolist() == [eos]
+        if 4 < step <= 9:  # the escaped row is copied whole
+            assert torch.isfinite(out[0]).all()
+        chosen = out.argmax(-1)
+        if step == 4:  # a forbidden token on row 0: it leaves the constraint, its whole row is copied
+            chosen[0] = int(torch.isinf(out[0]).nonzero()[0])
+        if step == 6:
+            chosen[1] = eos
+        ids = torch.cat([ids, chosen[:, None]], dim=1)
+        if step == 9:  # the escaped row leaves the batch (the rows after it move up into its buffer row)
+            keep = list(range(1, ids.shape[0]))
+            proc.keep_rows(keep)
+            twin.keep_rows(keep)
+            ids = ids[keep]
+    assert proc.num_escaped_rows == 1
+    assert not torch.isfinite(out).all(dim=1).any()  # every row left is masked

@@ -10,6 +10,7 @@ trie walk the fast path is tested against.
 
 from __future__ import annotations
 
+import array
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +22,13 @@ from .states import Configuration, History, InClose, InSpan, State
 __all__ = ["AllowedTokens"]
 
 _CLOSE = CLOSE_DELIMITER.encode("utf-8")
+
+
+def _id_tensor(ids: frozenset[int]) -> torch.Tensor:
+    """The sorted ids as a long tensor (through a C array: twice as fast as ``torch.tensor`` of a list)."""
+    if not ids:
+        return torch.empty(0, dtype=torch.long)
+    return torch.frombuffer(array.array("q", sorted(ids)), dtype=torch.long)
 
 
 class _Checks:
@@ -46,6 +54,7 @@ class AllowedTokens:
 
     # provided by RowAutomaton
     trie: Any
+    starts: tuple[int, ...]
     sb: bytes
     n: int
     ends: frozenset[int]
@@ -109,7 +118,7 @@ class AllowedTokens:
         # states with the same allowed ids (the same place under another history) share one tensor
         tensor = self._tensor_memo.get(ids)
         if tensor is None:
-            tensor = self._tensor_memo[ids] = torch.tensor(sorted(ids), dtype=torch.long)
+            tensor = self._tensor_memo[ids] = _id_tensor(ids)
         res = (tensor, self.accepting(state))
         self._allowed_memo[state] = res
         return res
@@ -199,26 +208,21 @@ class AllowedTokens:
         if len(occ) == 1 and node is self.trie.root:
             self._collect_one_span(occ[0], length, hist, found)
             return
-        text_tokens, closings = self._span_walk(node, occ, length)
+        closings, live = self._span_walk(node, occ, length)
         closed: set[bytes] = set()
         for s, end, here in closings:
             text = self.sb[s:end]
             if text not in closed and self._word_ok(s, end) and self._budget(text, hist):
                 closed.add(text)  # the earliest occurrence's end (occurrences come in order)
                 self._collect_close(here, text, self._closing(hist, end), found)
+        if self._rec is not None:
+            self._rec.starts.append(occ)  # the text tokens' liveness reads these starts' last ends
         if self._history_shortens(occ, hist):
-            for t, (k, starts) in text_tokens.items():
+            for t, (k, starts) in self._span_text_tokens(node, occ, length).items():
                 if t not in found and self._span_live(starts, length + k, hist):
                     found.add(t)
             return
-        # the usual case: the live text tokens do not depend on the history (memoised once)
-        key = (id(node), occ, length)
-        live = self._live_tokens_memo.get(key)
-        if live is None:
-            live = frozenset(
-                t for t, (k, starts) in text_tokens.items() if self._span_live(starts, length + k, hist)
-            )
-            self._live_tokens_memo[key] = live
+        # the usual case: no start's last end is moved by the history, so the walk's own answer holds
         found.update(live)
 
     def _collect_close(self, here: dict, text: bytes, hist: History, found: set[int]) -> None:
@@ -236,41 +240,107 @@ class AllowedTokens:
 
     def _span_walk(
         self, node: dict, occ: tuple[int, ...], length: int
-    ) -> tuple[dict[int, tuple[int, tuple[int, ...]]], list[tuple[int, int, dict]]]:
+    ) -> tuple[list[tuple[int, int, dict]], frozenset[int]]:
         """The history-free part of :meth:`_collect_span`, memoised (a span start, all word starts at
-        length 0, recurs after every open delimiter): each token made of span text with the bytes it reads
-        and the occurrences it continues, and every ``(start, end, trie node)`` where the span text read so
-        far ends at a legal end (the close delimiter may follow there)."""
+        length 0, recurs after every open delimiter): every ``(start, end, trie node)`` where the span text
+        read so far ends at a legal end (the close delimiter may follow there), and the tokens made of span
+        text that are live when no history shortens a start's last end (the text they complete still fits a
+        legal span from one of their occurrences: what :meth:`_span_live` answers). From the trie's root,
+        both are unions of per-position pieces shared by every span of the sentence."""
         key = (id(node), occ, length)
         res = self._span_walk_memo.get(key)
         if res is not None:
             return res
-        sb, n, ends, root = self.sb, self.n, self.ends, self.trie.root
-        grouped: dict[int, tuple[int, list[int]]] = {}
         closings: list[tuple[int, int, dict]] = []
+        live: set[int] = set()
+        if node is self.trie.root:
+            for s in occ:
+                p = s + length
+                walk = self._walk(p)
+                # the most bytes a token may read from p and still end no later than the span's last legal end
+                depth = min(self._free_last_end(s) - p, len(walk) - 1)
+                if depth > 0:
+                    live.update(self._text_tokens(p, depth))
+                closings.extend((s, end, here) for end, here in self._closable(p, length == 0))
+        else:  # inside a token that began before the span (one that holds the open delimiter and span text)
+            for s in occ:
+                piece_live, piece_closings = self._span_piece(node, s, length)
+                live.update(piece_live)
+                closings.extend(piece_closings)
+        res = self._span_walk_memo[key] = (closings, frozenset(live))
+        return res
+
+    def _span_piece(
+        self, node: dict, s: int, length: int
+    ) -> tuple[frozenset[int], list[tuple[int, int, dict]]]:
+        """One occurrence's share of :meth:`_span_walk` from a trie node inside a token (memoised: the spans
+        after each other span start from other occurrence tuples, but read the same pieces)."""
+        key = (id(node), s, length)
+        res = self._piece_memo.get(key)
+        if res is not None:
+            return res
+        sb, n, ends = self.sb, self.n, self.ends
+        live: set[int] = set()
+        closings: list[tuple[int, int, dict]] = []
+        p, k, here = s + length, 0, node
+        room = self._free_last_end(s) - p
+        while True:
+            end = p + k
+            if length + k > 0 and end in ends and _CLOSE[0] in here:
+                closings.append((s, end, here))
+            if end >= n:
+                break
+            here = here.get(sb[end])
+            if here is None:
+                break
+            k += 1
+            tids = here.get(-1)
+            if tids is not None and k <= room:
+                live.update(tids)
+        res = self._piece_memo[key] = (frozenset(live), closings)
+        return res
+
+    def _closable(self, p: int, empty: bool) -> list[tuple[int, dict]]:
+        """``(end, trie node)`` along the sentence from byte ``p`` (read from the trie's root) where a span may
+        end and a close delimiter follow: where a new token starts (at ``p`` itself, unless the span is
+        ``empty`` there) or a token can go on with the delimiter."""
+        key = (p, empty)
+        res = self._closable_memo.get(key)
+        if res is None:
+            ends = self.ends
+            res = [
+                (p + k, here)
+                for k, here in enumerate(self._walk(p))
+                if p + k in ends and (k > 0 or not empty) and (k == 0 or _CLOSE[0] in here)
+            ]
+            self._closable_memo[key] = res
+        return res
+
+    def _span_text_tokens(
+        self, node: dict, occ: tuple[int, ...], length: int
+    ) -> dict[int, tuple[int, tuple]]:
+        """Each token made of span text read from ``node``, with the bytes it reads and the occurrences it
+        continues (for a history that shortens some start's last end; memoised)."""
+        key = (id(node), occ, length)
+        res = self._span_tokens_memo.get(key)
+        if res is not None:
+            return res
+        sb, n = self.sb, self.n
+        grouped: dict[int, tuple[int, list[int]]] = {}
         for s in occ:
             p, k, here = s + length, 0, node
-            while True:
-                end = p + k
-                # a close delimiter may follow here only where a token can go on with it (or a new token starts)
-                if length + k > 0 and end in ends and (here is root or _CLOSE[0] in here):
-                    closings.append((s, end, here))
-                if end >= n:
-                    break
-                here = here.get(sb[end])
+            while p + k < n:
+                here = here.get(sb[p + k])
                 if here is None:
                     break
                 k += 1
-                tids = here.get(-1)
-                if tids is not None:
-                    for t in tids:
-                        entry = grouped.get(t)
-                        if entry is None:
-                            grouped[t] = (k, [s])
-                        else:
-                            entry[1].append(s)
-        res = ({t: (k, tuple(starts)) for t, (k, starts) in grouped.items()}, closings)
-        self._span_walk_memo[key] = res
+                for t in here.get(-1, ()):
+                    entry = grouped.get(t)
+                    if entry is None:
+                        grouped[t] = (k, [s])
+                    else:
+                        entry[1].append(s)
+        res = self._span_tokens_memo[key] = {t: (k, tuple(starts)) for t, (k, starts) in grouped.items()}
         return res
 
     def _collect_one_span(self, start: int, length: int, hist: History, found: set[int]) -> None:

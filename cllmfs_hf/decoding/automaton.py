@@ -118,11 +118,13 @@ class RowAutomaton(AllowedTokens):
         self._last_end_memo: dict[tuple, int] = {}
         self._last_end_free: dict[int, int] = {}
         self._shortened_memo: dict[tuple, frozenset[int]] = {}
-        self._live_tokens_memo: dict[tuple, frozenset[int]] = {}
         self._place_memo: dict[tuple, tuple[frozenset[int], _Checks]] = {}
         self._rec: _Checks | None = None
         self._walk_memo: dict[int, list[dict]] = {}
-        self._span_walk_memo: dict[tuple, tuple[dict, list]] = {}
+        self._span_walk_memo: dict[tuple, tuple[list, frozenset[int]]] = {}
+        self._span_tokens_memo: dict[tuple, dict[int, tuple[int, tuple[int, ...]]]] = {}
+        self._closable_memo: dict[tuple[int, bool], list[tuple[int, dict]]] = {}
+        self._piece_memo: dict[tuple[int, int, int], tuple[frozenset[int], list]] = {}
         self._text_memo: dict[tuple[int, int], frozenset[int]] = {}
         self._live_memo: dict[Any, bool] = {}
         self._tok_live_memo: dict[State, bool] = {}

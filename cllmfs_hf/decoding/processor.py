@@ -4,8 +4,9 @@
 continue a legal output (see :mod:`.automaton`). A row's state follows from its own last state when no row
 was reordered (greedy search, sampling), else it is keyed by its generated prefix (beam search reorders rows
 between steps); the set of allowed ids of a state is computed once (memoised, in the row's
-:class:`~.automaton.RowAutomaton`) and the masking itself is one fill of a reused ``(rows, vocab)`` buffer and
-one indexed copy of the allowed scores.
+:class:`~.automaton.RowAutomaton`) and the masking itself is one gather and one scatter of the allowed scores
+into a reused ``(rows, vocab)`` buffer of -inf, which is reset only where the call before wrote, so the cost
+per row does not grow with the vocabulary.
 """
 
 from __future__ import annotations
@@ -25,6 +26,48 @@ from .config import SpanConstraintConfig
 from .vocabulary import VocabularyTrie
 
 __all__ = ["SpanConstrainedLogitsProcessor"]
+
+#: The state of a row that emitted EOS (its output is complete; None is a row left unconstrained).
+_ENDED: State = frozenset(["<end of output>"])
+
+
+class _MaskBuffer:
+    """An output tensor of the processor, -inf except where the last call that used it wrote."""
+
+    __slots__ = ("data", "view", "dirty", "dirty_rows")
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data = data
+        self.view = data  # the tensor handed to the caller: ``data`` or its first rows
+        self.dirty: torch.Tensor | None = (
+            None  # flat indices written (into ``data``: rows are its first ones)
+        )
+        self.dirty_rows: torch.Tensor | None = None  # whole rows copied (unconstrained rows)
+
+    def released(self) -> bool:
+        """Whether nothing but this buffer holds the tensor it handed out last."""
+        # references: the ``view`` slot (and ``data`` when it is the whole buffer) and getrefcount's argument
+        return sys.getrefcount(self.view) <= (3 if self.view is self.data else 2)
+
+    def fits(self, scores: torch.Tensor) -> bool:
+        """Whether ``scores`` fits in this buffer's first rows."""
+        data = self.data
+        return (
+            data.shape[0] >= scores.shape[0]
+            and data.shape[1] == scores.shape[1]
+            and data.dtype == scores.dtype
+            and data.device == scores.device
+        )
+
+    def reset(self, rows: int) -> None:
+        """-inf everywhere again, and the view of the first ``rows`` rows handed out next."""
+        if self.dirty is not None:
+            self.data.view(-1)[self.dirty] = float("-inf")
+            self.dirty = None
+        if self.dirty_rows is not None:
+            self.data[self.dirty_rows] = float("-inf")
+            self.dirty_rows = None
+        self.view = self.data if rows == self.data.shape[0] else self.data[:rows]
 
 
 class SpanConstrainedLogitsProcessor(LogitsProcessor):
@@ -108,7 +151,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         self._last_ids: torch.Tensor | None = None
         self._last_states: list[tuple[int, State | None]] = []
         # two output buffers used in turn (see _output_buffer)
-        self._buffers: list[torch.Tensor] = []
+        self._buffers: list[_MaskBuffer] = []
 
     def keep_rows(self, rows: Sequence[int]) -> None:
         """Keep only these rows (indices into the current batch, in order): for a decoding loop that drops rows
@@ -195,10 +238,12 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         ]
 
     def _next_state(self, group: int, state: State | None, token: int) -> State | None:
-        """The state of a row of sentence ``group`` after ``token``; None once the row has finished (or escaped
-        the constraint earlier): such a row is left alone."""
-        if state is None or token in self._eos_set:
-            return None
+        """The state of a row of sentence ``group`` after ``token``: ``_ENDED`` once the row emitted EOS, None
+        once it escaped the constraint (another processor forced a forbidden token): such a row is left alone."""
+        if state is None or state is _ENDED:
+            return state
+        if token in self._eos_set:
+            return _ENDED
         nxt = self.automata[group].advance(state, token)
         if not nxt:
             self._escaped(group, token)
@@ -209,7 +254,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         state: State = auto.initial
         for tok in gen:
             if tok in self._eos_set:
-                return None
+                return _ENDED
             state = auto.advance(state, tok)
             if not state:
                 return None
@@ -228,60 +273,60 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
     # -- the processor ----------------------------------------------------------------------------------
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         states = self._row_states(input_ids)
-        vocab = scores.shape[-1]
         rows: list[int] = []
         cols: list[torch.Tensor] = []
         free_rows: list[int] = []
         for r, (group, state) in enumerate(states):
             if state is None:
                 free_rows.append(r)
-                continue
-            rows.append(r)
-            cols.append(self._allowed_ids(group, state))
-        if len(free_rows) == len(states):
+            elif state is _ENDED:
+                # an ended row's scores are never used (generate pads it; the extractor drops it), but they must
+                # stay a distribution for sampling: only EOS, not a copy of the whole row
+                rows.append(r)
+                cols.append(self._eos_tensor)
+            else:
+                rows.append(r)
+                cols.append(self._allowed_ids(group, state))
+        if not rows:
             return scores
-        # A tensor other than ``scores`` (the caller may keep the raw scores), -inf but where a token is allowed:
-        # one fill and one indexed copy, instead of a (rows, vocab) mask.
-        out = self._output_buffer(scores)
-        out.fill_(float("-inf"))
-        if cols:
-            counts = torch.tensor([c.numel() for c in cols])
-            col = torch.cat(cols)
-            row = torch.repeat_interleave(torch.tensor(rows), counts)
-            if self._ids_past_vocab(vocab):
-                keep = col < vocab
-                row, col = row[keep], col[keep]
-            row, col = row.to(scores.device), col.to(scores.device)
-            out[row, col] = scores[row, col]
+        vocab = scores.shape[-1]
+        buffer = self._output_buffer(scores)
+        out = buffer.view
+        # the allowed entries as flat indices into the (rows, vocab) output: one gather and one scatter
+        counts = torch.tensor([c.numel() for c in cols])
+        col = torch.cat(cols)
+        flat = col + torch.repeat_interleave(torch.tensor(rows) * vocab, counts)
+        if self._ids_past_vocab(vocab):
+            flat = flat[col < vocab]
+        flat = flat.to(scores.device)
+        out.view(-1)[flat] = torch.take(scores, flat)
+        buffer.dirty = flat
         if free_rows:
             free = torch.tensor(free_rows, device=scores.device)
             out[free] = scores[free]
+            buffer.dirty_rows = free
         return out
 
-    def _output_buffer(self, scores: torch.Tensor) -> torch.Tensor:
-        """A tensor shaped like ``scores`` to write the masked scores into.
+    def _output_buffer(self, scores: torch.Tensor) -> _MaskBuffer:
+        """A tensor shaped like ``scores``, -inf everywhere, to write the allowed scores into.
 
         Two buffers are used in turn, so the one returned by the previous call (which the caller is still
         using) is never overwritten; the one before it is reused only when nothing but this processor holds
         it (``generate(output_scores=True)`` keeps every step's scores: then each call gets a new tensor).
-        Reusing warm memory saves a page-faulting allocation of ``rows x vocab`` floats at every step.
+        A reused buffer is reset to -inf only where the call before wrote (a few hundred entries, not
+        ``rows x vocab``): that is what keeps the per-row cost of the processor independent of the vocabulary.
+        A batch that lost rows (``keep_rows``) gets the first rows of the same buffer.
         """
         buffers = self._buffers
         if len(buffers) == 2:
-            old = buffers[0]
-            # references: the list, the local ``old`` and getrefcount's argument
-            if (
-                sys.getrefcount(old) <= 3
-                and old.shape == scores.shape
-                and old.dtype == scores.dtype
-                and old.device == scores.device
-            ):
-                buffers.append(buffers.pop(0))
+            old = buffers.pop(0)
+            if old.released() and old.fits(scores):
+                old.reset(scores.shape[0])
+                buffers.append(old)
                 return old
-            buffers.pop(0)
-        out = torch.empty_like(scores)
-        buffers.append(out)
-        return out
+        new = _MaskBuffer(torch.full(scores.shape, float("-inf"), dtype=scores.dtype, device=scores.device))
+        buffers.append(new)
+        return new
 
     def _allowed_ids(self, group: int, state: State) -> torch.Tensor:
         """The ids a row may emit next (EOS included where the output may end), memoised per state."""

@@ -306,9 +306,9 @@ def evaluate_adapter(
 ) -> Evaluation:
     """Span-constrained greedy extraction on annotated sentences, scored with exact-span micro P/R/F1.
 
-    ``model`` is a base model (zero-shot) or a ``PeftModel``; for the latter the LoRA deltas are merged into
-    the base weights while generating (no extra matmuls per step) and unmerged afterwards, so the adapter
-    that is saved afterwards is exactly the trained one.
+    ``model`` is a base model (zero-shot) or a ``PeftModel``; for the latter ``NERExtractor.predict`` merges the
+    LoRA deltas into the base weights while generating and restores the model afterwards
+    (:func:`~cllmfs_hf.extractor.lora_merge.lora_merged`), so the adapter saved afterwards is the trained one.
     """
     from .evaluation import evaluate_sentences
     from .extractor import NERExtractor
@@ -316,17 +316,12 @@ def evaluate_adapter(
     was_training = model.training
     model.eval()
     extractor = NERExtractor(model, tokenizer, entity_types=list(entity_types), descriptions=descriptions)
-    merged = hasattr(model, "merge_adapter")
-    if merged:
-        model.merge_adapter()
     start = time.perf_counter()
     try:
         predictions = extractor.predict_mentions(
             [s.text for s in sentences], batch_size=batch_size, max_new_tokens=max_new_tokens, progress=False
         )
     finally:
-        if merged:
-            model.unmerge_adapter()
         model.train(was_training)
     seconds = time.perf_counter() - start
     predictions = [list(p) for p in predictions]

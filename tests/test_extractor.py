@@ -599,3 +599,87 @@ def test_plain_greedy_tells_when_generate_would_add_nothing(smollm2_tokenizer):
     assert not plain_greedy(model, {"logits_processor": []})
     model.generation_config.repetition_penalty = 1.3
     assert not plain_greedy(model, {})
+
+
+def _random_lora(tokenizer, seed=3, save_base_to=None):
+    """A tiny PeftModel whose LoRA deltas are not zero (init_lora_weights=False), so merging changes weights;
+    its base model saved to ``save_base_to`` first, if given."""
+    from peft import LoraConfig, get_peft_model
+
+    base = _tiny(tokenizer, seed=seed)
+    if save_base_to is not None:
+        base.save_pretrained(save_base_to)
+        tokenizer.save_pretrained(save_base_to)
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
+    return get_peft_model(base, config).eval()
+
+
+def test_lora_merged_runs_a_plain_model_with_the_same_logits_and_restores_the_adapter(smollm2_tokenizer):
+    """Inside ``lora_merged`` the LoRA layers are replaced by their base layers holding the merged weights (the
+    same logits as the unmerged model, no LoRA module left); on exit, even after an error, the model is the
+    PeftModel it was (same modules, unmerged, weights as before). Disabled adapters are left alone."""
+    from peft.tuners.lora import LoraLayer
+
+    from cllmfs_hf.extractor.lora_merge import lora_merged
+
+    model = _random_lora(smollm2_tokenizer)
+    ids = torch.tensor([smollm2_tokenizer("Ada met Bob in Paris .")["input_ids"]])
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+    assert len(layers) == 6
+    with torch.no_grad():
+        unmerged = model(input_ids=ids).logits
+        with lora_merged(model) as merged_model:
+            assert merged_model is model
+            assert not any(isinstance(m, LoraLayer) for m in model.modules())
+            merged = model(input_ids=ids).logits
+        torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-4)
+        with pytest.raises(RuntimeError, match="inside"):
+            with lora_merged(model):
+                raise RuntimeError("inside")
+        after = model(input_ids=ids).logits
+    assert {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)} == layers
+    assert not any(m.merged for m in layers.values())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, weights[k], rtol=1e-5, atol=1e-6, msg=k)
+    torch.testing.assert_close(after, unmerged, rtol=1e-5, atol=1e-5)
+    with model.disable_adapter(), torch.no_grad():
+        base_logits = model(input_ids=ids).logits
+        with lora_merged(model):  # merging now would put the deltas back in: left as it is
+            assert any(isinstance(m, LoraLayer) for m in model.modules())
+            torch.testing.assert_close(model(input_ids=ids).logits, base_logits)
+
+
+def test_predict_on_a_peft_model_equals_the_merged_extractor_and_leaves_the_adapter(
+    tmp_path, smollm2_tokenizer
+):
+    """``predict`` on a PeftModel (as the evaluation after training runs it) gives the answers of the same
+    adapter loaded with ``from_pretrained`` (merged for good: no LoRA layer left), and the PeftModel is
+    unchanged afterwards."""
+    from peft.tuners.lora import LoraLayer
+
+    from cllmfs_hf.hub import NERAdapterConfig, save_adapter
+
+    base_dir = tmp_path / "base"
+    model = _random_lora(smollm2_tokenizer, seed=11, save_base_to=base_dir)
+    folder = save_adapter(
+        model,
+        smollm2_tokenizer,
+        tmp_path / "adapter",
+        NERAdapterConfig(entity_types=["person"]),
+        base_model=str(base_dir),
+    )
+    texts = ["Ada met Bob in Paris .", "The Labour Party won in New York , said José Müller ."]
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    live = NERExtractor(model, smollm2_tokenizer, ["person"]).predict(texts, max_new_tokens=12)
+    assert all(
+        torch.equal(v, weights[k]) or torch.allclose(v, weights[k], atol=1e-6)
+        for k, v in model.state_dict().items()
+    )
+    assert any(isinstance(m, LoraLayer) for m in model.modules())
+    loaded = NERExtractor.from_pretrained(str(folder))
+    assert not any(isinstance(m, LoraLayer) for m in loaded.model.modules())
+    assert mentions_of(loaded.predict(texts, max_new_tokens=12)) == mentions_of(live)

@@ -313,7 +313,10 @@ def test_load_adapter_errors_name_the_problem(tiny_adapter, tmp_path):
     from cllmfs_hf.extractor import NERExtractor
 
     extractor = NERExtractor.from_pretrained(str(plain), entity_types=["PER"])
-    assert extractor.entity_types == ["PER"] and hasattr(extractor.model, "peft_config")
+    assert extractor.entity_types == ["PER"]
+    merged = load_adapter(str(plain), entity_types=["PER"])[0].merge_and_unload().state_dict()
+    assert extractor.model.state_dict().keys() == merged.keys()  # the adapter, merged into the base weights
+    assert all(torch.equal(v, merged[k]) for k, v in extractor.model.state_dict().items())
     # a recorded base that cannot be found names itself and the override
     (plain / ADAPTER_CONFIG_NAME).write_text(
         json.dumps(

@@ -46,6 +46,8 @@ Files
   key/value cache (batch layout ``[prefix][padding][rest]``).
 - ``generation.py``: records, batches of one type, one ``generate`` call per batch and the parsing of the
   answers.
+- ``lora_merge.py``: a ``PeftModel``'s LoRA deltas merged into its base weights while extracting (and for good
+  in ``from_pretrained``), so each decoding step runs a plain model.
 - ``corpus.py``: ``predict_file``: a corpus file (JSON lines or text) streamed into a JSON-lines output,
   resumable, sharded over the processes of ``accelerate launch``.
 

@@ -26,6 +26,7 @@ from ..template import PREAMBLE, prompt_messages
 from .corpus import CorpusSummary
 from .corpus import predict_file as predict_corpus
 from .generation import _Record, generate_batch, plan_batches
+from .lora_merge import lora_merged, merge_lora_for_inference
 from .prefix_cache import encode_prefix, prefix_agrees, prefix_fits
 from .scoring import choose_threshold
 from .stats import PredictionStats
@@ -165,6 +166,9 @@ class NERExtractor:
         plain PEFT adapter (no ``cllmfs_config.json``) needs ``entity_types``. ``base_model`` overrides an
         adapter's recorded base (a moved local path, or a Hub id that is not cached offline).
 
+        An adapter's LoRA weights are merged into the base weights (the model is loaded to extract, and runs as a
+        plain model); use :func:`cllmfs_hf.hub.load_adapter` to keep the ``PeftModel``.
+
         Other keyword arguments go to :class:`NERExtractor` (``constraint``, ``max_context``, ...).
 
         Example:
@@ -184,6 +188,8 @@ class NERExtractor:
                 base_model=base_model,
                 entity_types=entity_types,
             )
+            # loaded to extract: the LoRA deltas go into the base weights once (a plain model at every call)
+            model = merge_lora_for_inference(model)
             types = list(entity_types) if entity_types is not None else list(ner_config.entity_types)
             descr = {**dict(ner_config.type_descriptions), **dict(descriptions or {})}
             kwargs.setdefault("type_names", dict(ner_config.type_names))
@@ -385,30 +391,31 @@ class NERExtractor:
 
             bar = tqdm(total=len(records), desc="NER records", unit="rec")
         try:
-            for batch in batches:
-                label = batch[0].label
-                if self.prefix_cache and self._prefix_verified is not False and label not in prefixes:
-                    prefixes[label] = self._label_prefix(label)
-                spans = self._generate_batch(
-                    batch,
-                    constrained=constrained,
-                    max_new_tokens=max_new_tokens,
-                    generate_kwargs=generate_kwargs,
-                    stats=stats,
-                    prefix=prefixes.get(label) if self.prefix_cache else None,
-                )
-                stats.batches += 1
-                for r, row_spans in zip(batch, spans):
-                    for s, e, score in row_spans:
-                        key = (s + r.offset, e + r.offset, r.label)
-                        found[r.text_index].append((*key, r.window))
-                        best = scores_of[r.text_index].get(key)
-                        if score is not None and (best is None or score > best):
-                            scores_of[r.text_index][key] = score
-                        else:
-                            scores_of[r.text_index].setdefault(key, best)
-                if bar is not None:
-                    bar.update(len(batch))
+            with lora_merged(self.model):  # no LoRA matmuls and wrappers per step
+                for batch in batches:
+                    label = batch[0].label
+                    if self.prefix_cache and self._prefix_verified is not False and label not in prefixes:
+                        prefixes[label] = self._label_prefix(label)
+                    spans = self._generate_batch(
+                        batch,
+                        constrained=constrained,
+                        max_new_tokens=max_new_tokens,
+                        generate_kwargs=generate_kwargs,
+                        stats=stats,
+                        prefix=prefixes.get(label) if self.prefix_cache else None,
+                    )
+                    stats.batches += 1
+                    for r, row_spans in zip(batch, spans):
+                        for s, e, score in row_spans:
+                            key = (s + r.offset, e + r.offset, r.label)
+                            found[r.text_index].append((*key, r.window))
+                            best = scores_of[r.text_index].get(key)
+                            if score is not None and (best is None or score > best):
+                                scores_of[r.text_index][key] = score
+                            else:
+                                scores_of[r.text_index].setdefault(key, best)
+                    if bar is not None:
+                        bar.update(len(batch))
         finally:
             if bar is not None:
                 bar.close()

@@ -1,0 +1,82 @@
+"""LoRA deltas folded into the base weights while extracting.
+
+A ``PeftModel`` computes every adapted projection as ``base(x) + B(A(dropout(x)))``: three matmuls and a
+Python wrapper per layer and decoding step. Merged (``W + scale * B @ A``) and with the wrappers swapped out
+for their base layers, the model runs as a plain one (measured in benchmarks/results/README.md, "Decoding").
+:func:`lora_merged` does that for the duration of a block (``NERExtractor.predict`` on a ``PeftModel``, e.g.
+the evaluation after training) and restores the model as it was (its modules, and its weights up to the
+rounding of one add and one subtract), so the adapter saved afterwards is the trained one;
+:func:`merge_lora_for_inference` does it for good (``NERExtractor.from_pretrained`` of an adapter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["lora_merged", "merge_lora_for_inference"]
+
+
+def _lora_layers(model: Any) -> list[tuple[str, Any]]:
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return []
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer)]
+
+
+def _mergeable(model: Any, layers: list[tuple[str, Any]]) -> bool:
+    """Whether merging is exact and harmless here: LoRA layers, all active and unmerged, on a base that is not
+    quantized (merging into 4- or 8-bit weights would round the deltas)."""
+    if not layers:
+        return False
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base, "hf_quantizer", None) is not None or getattr(base, "quantization_method", None):
+        return False
+    return all(not m.merged and not m.disable_adapters and m.active_adapters for _, m in layers)
+
+
+@contextmanager
+def lora_merged(model: Any) -> Iterator[Any]:
+    """Within the block, ``model``'s LoRA layers are merged into their base weights and replaced by those base
+    layers; on exit the LoRA layers are put back and unmerged. A model without LoRA layers (a base model, or
+    one already merged), with adapters disabled or merged, or on a quantized base is left as it is.
+
+    Example:
+        >>> import torch
+        >>> with lora_merged(torch.nn.Linear(2, 2)) as m:  # no LoRA layers: nothing changes
+        ...     m(torch.ones(1, 2)).shape
+        torch.Size([1, 2])
+    """
+    layers = _lora_layers(model)
+    if not _mergeable(model, layers):
+        yield model
+        return
+    swapped: list[tuple[Any, str, Any]] = []
+    try:
+        for name, layer in layers:
+            layer.merge()
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, layer.get_base_layer())
+            swapped.append((parent, child, layer))
+        yield model
+    finally:
+        for parent, child, layer in reversed(swapped):
+            setattr(parent, child, layer)
+        for _, layer in layers:
+            if layer.merged:
+                layer.unmerge()
+
+
+def merge_lora_for_inference(model: Any) -> Any:
+    """``model`` with its LoRA layers merged into the base weights for good (``merge_and_unload``): for a model
+    loaded only to extract, which then runs as a plain model at every call with no merge and unmerge (whose
+    rounding would otherwise add up over many calls). Returned unchanged where :func:`lora_merged` would leave
+    it as it is."""
+    if not _mergeable(model, _lora_layers(model)):
+        return model
+    return model.merge_and_unload()

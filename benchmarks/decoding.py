@@ -60,9 +60,9 @@ class _Timed:
         self.processor = processor
         self.seconds = 0.0
         self.row_steps = 0
-        self.calls: list | None = (
-            [] if record else None
-        )  # each call's input_ids, to replay the processor alone
+        # each call's input_ids, to replay the processor alone
+        self.calls: list | None = [] if record else None
+        self.answering_row_steps = 0  # row-steps of rows that had not ended (nor left the constraint)
 
     def __call__(self, input_ids, scores):
         if self.calls is not None:

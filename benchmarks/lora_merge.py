@@ -1,5 +1,5 @@
-"""Benchmark: ``NERExtractor.predict`` on a ``PeftModel`` unmerged, with ``merge_adapter`` (the LoRA wrappers
-kept), and with :func:`cllmfs_hf.extractor.lora_merge.lora_merged` (merged, wrappers swapped out: the default).
+"""Benchmark: ``NERExtractor.predict`` on a ``PeftModel`` unmerged and merged (PEFT's ``merge_adapter``, and
+:func:`cllmfs_hf.extractor.lora_merge.lora_merged`, what ``predict`` does by default).
 
 The three run on the same records in turn, twice; each is reported as its best time and as a fraction of the
 unmerged one (ratios measured in one run), with whether the answers are identical.

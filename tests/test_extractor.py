@@ -617,10 +617,10 @@ def _random_lora(tokenizer, seed=3, save_base_to=None):
     return get_peft_model(base, config).eval()
 
 
-def test_lora_merged_runs_a_plain_model_with_the_same_logits_and_restores_the_adapter(smollm2_tokenizer):
-    """Inside ``lora_merged`` the LoRA layers are replaced by their base layers holding the merged weights (the
-    same logits as the unmerged model, no LoRA module left); on exit, even after an error, the model is the
-    PeftModel it was (same modules, unmerged, weights as before). Disabled adapters are left alone."""
+def test_lora_merged_gives_the_same_logits_and_unmerges_the_adapter(smollm2_tokenizer):
+    """Inside ``lora_merged`` every LoRA layer is merged into its base weights (the same logits as unmerged); on
+    exit, even after an error, the model is unmerged with its weights as before. Disabled adapters are left
+    alone (merging them would put the deltas back in)."""
     from peft.tuners.lora import LoraLayer
 
     from cllmfs_hf.extractor.lora_merge import lora_merged
@@ -628,28 +628,28 @@ def test_lora_merged_runs_a_plain_model_with_the_same_logits_and_restores_the_ad
     model = _random_lora(smollm2_tokenizer)
     ids = torch.tensor([smollm2_tokenizer("Ada met Bob in Paris .")["input_ids"]])
     weights = {k: v.clone() for k, v in model.state_dict().items()}
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
     assert len(layers) == 6
     with torch.no_grad():
         unmerged = model(input_ids=ids).logits
         with lora_merged(model) as merged_model:
-            assert merged_model is model
-            assert not any(isinstance(m, LoraLayer) for m in model.modules())
+            assert merged_model is model and all(m.merged for m in layers)
+            base_weight = layers[0].get_base_layer().weight
+            assert not torch.allclose(base_weight, weights[next(k for k in weights if "base_layer" in k)])
             merged = model(input_ids=ids).logits
         torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-4)
         with pytest.raises(RuntimeError, match="inside"):
             with lora_merged(model):
                 raise RuntimeError("inside")
         after = model(input_ids=ids).logits
-    assert {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)} == layers
-    assert not any(m.merged for m in layers.values())
+    assert not any(m.merged for m in layers)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, weights[k], rtol=1e-5, atol=1e-6, msg=k)
     torch.testing.assert_close(after, unmerged, rtol=1e-5, atol=1e-5)
     with model.disable_adapter(), torch.no_grad():
         base_logits = model(input_ids=ids).logits
-        with lora_merged(model):  # merging now would put the deltas back in: left as it is
-            assert any(isinstance(m, LoraLayer) for m in model.modules())
+        with lora_merged(model):
+            assert not any(m.merged for m in layers)
             torch.testing.assert_close(model(input_ids=ids).logits, base_logits)
 
 

@@ -1,12 +1,12 @@
 """LoRA deltas folded into the base weights while extracting.
 
-A ``PeftModel`` computes every adapted projection as ``base(x) + B(A(dropout(x)))``: three matmuls and a
-Python wrapper per layer and decoding step. Merged (``W + scale * B @ A``) and with the wrappers swapped out
-for their base layers, the model runs as a plain one (measured in benchmarks/results/README.md, "Decoding").
-:func:`lora_merged` does that for the duration of a block (``NERExtractor.predict`` on a ``PeftModel``, e.g.
-the evaluation after training) and restores the model as it was (its modules, and its weights up to the
-rounding of one add and one subtract), so the adapter saved afterwards is the trained one;
-:func:`merge_lora_for_inference` does it for good (``NERExtractor.from_pretrained`` of an adapter).
+A ``PeftModel`` computes every adapted projection as ``base(x) + B(A(dropout(x)))``; merged (``W + scale * B @
+A``) it computes ``base(x)`` alone. On the 2-core CPU, ``predict`` with general-ner took 0.80-0.86 of the unmerged
+time (``benchmarks/lora_merge.py``, benchmarks/results/README.md "Decoding"); swapping the LoRA wrappers out for
+their base layers as well measured no further gain, so they stay. :func:`lora_merged` merges for the duration of
+a block (``NERExtractor.predict`` on a ``PeftModel``, e.g. the evaluation after training) and unmerges on exit
+(the weights come back up to the rounding of one add and one subtract), so the adapter saved afterwards is the
+trained one; :func:`merge_lora_for_inference` merges for good (``NERExtractor.from_pretrained`` of an adapter).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def _mergeable(model: Any, layers: list[tuple[str, Any]]) -> bool:
 
 @contextmanager
 def lora_merged(model: Any) -> Iterator[Any]:
-    """Within the block, ``model``'s LoRA layers are merged into their base weights and replaced by those base
-    layers; on exit the LoRA layers are put back and unmerged. A model without LoRA layers (a base model, or
-    one already merged), with adapters disabled or merged, or on a quantized base is left as it is.
+    """Within the block, ``model``'s LoRA layers compute with their deltas merged into the base weights; on exit
+    they are unmerged. A model without LoRA layers (a base model, or one merged for good), with adapters
+    disabled or already merged, or on a quantized base is left as it is.
 
     Example:
         >>> import torch
@@ -55,18 +55,11 @@ def lora_merged(model: Any) -> Iterator[Any]:
     if not _mergeable(model, layers):
         yield model
         return
-    swapped: list[tuple[Any, str, Any]] = []
     try:
-        for name, layer in layers:
+        for _, layer in layers:
             layer.merge()
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, layer.get_base_layer())
-            swapped.append((parent, child, layer))
         yield model
     finally:
-        for parent, child, layer in reversed(swapped):
-            setattr(parent, child, layer)
         for _, layer in layers:
             if layer.merged:
                 layer.unmerge()

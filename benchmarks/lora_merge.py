@@ -1,7 +1,7 @@
-"""Benchmark: ``NERExtractor.predict`` on a ``PeftModel`` unmerged and merged (PEFT's ``merge_adapter``, and
-:func:`cllmfs_hf.extractor.lora_merge.lora_merged`, what ``predict`` does by default).
+"""Benchmark: ``NERExtractor.predict`` on a ``PeftModel`` unmerged and merged
+(:func:`cllmfs_hf.extractor.lora_merge.lora_merged`, what ``predict`` does by default).
 
-The three run on the same records in turn, twice; each is reported as its best time and as a fraction of the
+The two run on the same records in turn, twice; each is reported as its best time and as a fraction of the
 unmerged one (ratios measured in one run), with whether the answers are identical.
 
     python benchmarks/lora_merge.py --output outputs/bench_lora_merge.json
@@ -66,19 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     texts = [s.text for s in read_dataset(args.data)[: args.sentences]]
 
-    @contextlib.contextmanager
-    def merge_adapter_only(m):
-        m.merge_adapter()
-        try:
-            yield m
-        finally:
-            m.unmerge_adapter()
-
-    modes = {
-        "unmerged": contextlib.nullcontext,
-        "merge_adapter_wrappers_kept": merge_adapter_only,
-        "lora_merged": api.lora_merged,
-    }
+    modes = {"unmerged": contextlib.nullcontext, "lora_merged": api.lora_merged}
     default = api.lora_merged
     seconds: dict[str, list[float]] = {name: [] for name in modes}
     answers: dict[str, list] = {}

@@ -39,9 +39,8 @@ class _MaskBuffer:
     def __init__(self, data: torch.Tensor) -> None:
         self.data = data
         self.view = data  # the tensor handed to the caller: ``data`` or its first rows
-        self.dirty: torch.Tensor | None = (
-            None  # flat indices written (into ``data``: rows are its first ones)
-        )
+        # flat indices written (into ``data``: the view's rows are its first ones)
+        self.dirty: torch.Tensor | None = None
         self.dirty_rows: torch.Tensor | None = None  # whole rows copied (unconstrained rows)
 
     def released(self) -> bool:
@@ -308,7 +307,8 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         return out
 
     def _output_buffer(self, scores: torch.Tensor) -> _MaskBuffer:
-        """A tensor shaped like ``scores``, -inf everywhere, to write the allowed scores into.
+        """A tensor shaped like ``scores``, -inf everywhere, to write the allowed scores into (not ``scores``
+        itself: the caller may keep the raw scores).
 
         Two buffers are used in turn, so the one returned by the previous call (which the caller is still
         using) is never overwritten; the one before it is reused only when nothing but this processor holds

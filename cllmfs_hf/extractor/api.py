@@ -391,7 +391,7 @@ class NERExtractor:
 
             bar = tqdm(total=len(records), desc="NER records", unit="rec")
         try:
-            with lora_merged(self.model):  # no LoRA matmuls and wrappers per step
+            with lora_merged(self.model):  # no LoRA matmuls per step
                 for batch in batches:
                     label = batch[0].label
                     if self.prefix_cache and self._prefix_verified is not False and label not in prefixes:

@@ -18,15 +18,15 @@ from typing import Any
 __all__ = ["lora_merged", "merge_lora_for_inference"]
 
 
-def _lora_layers(model: Any) -> list[tuple[str, Any]]:
+def _lora_layers(model: Any) -> list[Any]:
     try:
         from peft.tuners.lora import LoraLayer
     except ImportError:  # pragma: no cover - peft is a dependency
         return []
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer)]
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
 
-def _mergeable(model: Any, layers: list[tuple[str, Any]]) -> bool:
+def _mergeable(model: Any, layers: list[Any]) -> bool:
     """Whether merging is exact and harmless here: LoRA layers, all active and unmerged, on a base that is not
     quantized (merging into 4- or 8-bit weights would round the deltas)."""
     if not layers:
@@ -36,7 +36,7 @@ def _mergeable(model: Any, layers: list[tuple[str, Any]]) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base, "hf_quantizer", None) is not None or getattr(base, "quantization_method", None):
         return False
-    return all(not m.merged and not m.disable_adapters and m.active_adapters for _, m in layers)
+    return all(not m.merged and not m.disable_adapters and m.active_adapters for m in layers)
 
 
 @contextmanager
@@ -56,11 +56,11 @@ def lora_merged(model: Any) -> Iterator[Any]:
         yield model
         return
     try:
-        for _, layer in layers:
+        for layer in layers:
             layer.merge()
         yield model
     finally:
-        for _, layer in layers:
+        for layer in layers:
             if layer.merged:
                 layer.unmerge()
 

@@ -330,6 +330,15 @@ class AdversarialConfig:
         default=1.0,
         metadata={"help": "Weight lambda_adv of the adversarial LM loss. 0 switches the term off."},
     )
+    adversarial_contrastive: bool = field(
+        default=False,
+        metadata={
+            "help": "Also compute the InfoNCE term on the perturbed forward and add it to the adversarial loss "
+            "(L_adv = L_lm(e + r) + contrastive_weight * L_cl(e + r), the contrastive weight after its warm-up), "
+            "so the span representations are trained to stay separated under the perturbation too. Needs "
+            "adversarial='fgm' and contrastive_weight > 0."
+        },
+    )
     adversarial_backward: str = field(
         default="auto",
         metadata={
@@ -482,6 +491,13 @@ class CLLMFSConfig(SFTConfig, ContrastiveConfig, NegativeSamplingConfig, Adversa
         self.validate_contrastive()
         self.validate_negative_sampling()
         self.validate_adversarial()
+        if self.adversarial_contrastive and not (self.adversarial_enabled and self.contrastive_enabled):
+            raise ValueError(
+                "CLLMFSConfig: adversarial_contrastive=True feeds the InfoNCE term from the FGM forward, so it needs "
+                f"adversarial='fgm' with adversarial_weight > 0 and contrastive_weight > 0 (got adversarial="
+                f"{self.adversarial!r}, adversarial_weight={self.adversarial_weight}, contrastive_weight="
+                f"{self.contrastive_weight}). Turn both terms on, or set adversarial_contrastive=False."
+            )
 
     @property
     def training_objective(self) -> str:

@@ -265,10 +265,17 @@ class FGMStepMixin:
         delta: torch.Tensor,
         num_items_in_batch: Any,
     ) -> torch.Tensor:
-        """LM loss of a forward on the perturbed embedding outputs, normalised exactly like TRL's LM loss."""
+        """LM loss of a forward on the perturbed embedding outputs, normalised exactly like TRL's LM loss; with
+        ``adversarial_contrastive``, plus the weighted InfoNCE of that forward's states (normalised like the clean
+        one)."""
+        args = self.cllmfs_args
+        spans = {k: inputs[k] for k in SPAN_KEYS if k in inputs}
         model_inputs = {k: v for k, v in inputs.items() if k not in SPAN_KEYS}
         model_inputs["use_cache"] = False
-        with self.compute_loss_context_manager(), perturb_embeddings(embedding, delta):
+        use_cl = args.adversarial_contrastive and args.contrastive_enabled and bool(spans)
+        prompt_mask = self._centering_mask(model_inputs) if use_cl else None
+        capture = self._contrastive_capture() if use_cl else contextlib.nullcontext()
+        with self.compute_loss_context_manager(), perturb_embeddings(embedding, delta), capture:
             outputs = model(**model_inputs, fused_lm_head=True)
         per_token = -outputs.log_probs
         if self.args.loss_type == "dft":
@@ -277,4 +284,12 @@ class FGMStepMixin:
         loss = per_token.sum() / torch.as_tensor(num_tokens).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        if use_cl:
+            training = num_items_in_batch is not None
+            cl, _ = self._contrastive_term(
+                capture, spans, prompt_mask, training=training, num_items_in_batch=num_items_in_batch
+            )
+            ga = self.current_gradient_accumulation_steps if self._ga_scaled(num_items_in_batch) else 1
+            self._log_term("train", "adversarial_contrastive_loss", cl.detach() * ga)
+            loss = loss + self.contrastive_weight_now(training) * cl.to(loss.dtype)
         return loss

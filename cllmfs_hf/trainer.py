@@ -5,7 +5,8 @@
   (TRL's fused head returns no hidden states). transformers checkpoints a layer's ``forward``, not its
   ``__call__``, so the hook sees a tensor with a graph under gradient checkpointing too.
 - FGM runs in ``training_step`` (:mod:`cllmfs_hf.fgm`): g = dL/de on the embedding output,
-  ``r = epsilon * g / ||g||`` per sequence, a second forward on ``e + r`` gives the adversarial LM loss.
+  ``r = epsilon * g / ||g||`` per sequence, a second forward on ``e + r`` gives the adversarial LM loss (plus,
+  with ``adversarial_contrastive``, the weighted InfoNCE of that forward's states).
   ``adversarial_backward="single"`` takes g with ``torch.autograd.grad`` and calls ONE
   ``accelerator.backward(L_clean + w * L_adv)`` (every engine: DDP, FSDP, DeepSpeed ZeRO-2/3; needs
   non-reentrant checkpointing); ``"double"`` backpropagates the clean loss first and the adversarial loss
@@ -15,9 +16,11 @@
   (anchor, mention) pairs of the whole accumulated batch (counted in ``get_batch_samples``, across processes
   when ``average_tokens_across_devices``), so 2 x batch 2 equals 1 x batch 4 for every term.
 - Logged through the Trainer's normal logging: ``loss``, ``lm_loss``, ``contrastive_loss``,
-  ``adversarial_loss``, ``contrastive_pos_cos``, ``contrastive_neg_cos`` plus TRL's metrics. Term values are
-  unweighted and on the same scale as ``loss``, so ``loss = lm_loss + w_cl * contrastive_loss +
-  w_adv * adversarial_loss``.
+  ``adversarial_loss``, ``contrastive_pos_cos``, ``contrastive_neg_cos`` plus TRL's metrics (and
+  ``adversarial_contrastive_loss`` with ``adversarial_contrastive``). Term values are unweighted and on the same
+  scale as ``loss``, so ``loss = lm_loss + w_cl * contrastive_loss + w_adv * adversarial_loss``, where
+  ``adversarial_loss`` is the whole adversarial objective (its LM loss, plus ``w_cl *
+  adversarial_contrastive_loss`` when that is on).
 
 Example:
     >>> from peft import LoraConfig
@@ -51,7 +54,7 @@ from .fgm import FGMStepMixin, resolve_fgm_backward
 from .hooks import HiddenCapture, find_decoder_layers
 from .hub import prepare_adapter_files, save_adapter
 from .hub import push_to_hub as push_folder
-from .losses import contrastive_loss_terms, count_contrastive_pairs
+from .losses import ContrastiveTerms, contrastive_loss_terms, count_contrastive_pairs
 
 __all__ = ["CLLMFSTrainer", "find_decoder_layers"]
 
@@ -357,13 +360,8 @@ class CLLMFSTrainer(FGMStepMixin, SFTTrainer):
         spans = {k: inputs.pop(k) for k in SPAN_KEYS if k in inputs}
         mode = "train" if self.model.training else "eval"
         use_cl = args.contrastive_enabled and bool(spans)
-        prompt_mask = None
-        if use_cl and args.contrastive_centering != "none":
-            # The prompt's own tokens (no padding, no answer) give each row's mean state.
-            prompt_mask = inputs["attention_mask"].bool()
-            if "labels" in inputs:
-                prompt_mask = prompt_mask & (inputs["labels"] == -100)
-        capture = HiddenCapture(self._decoder_layers[self.contrastive_layer_index]) if use_cl else None
+        prompt_mask = self._centering_mask(inputs) if use_cl else None
+        capture = self._contrastive_capture() if use_cl else None
         with capture if capture is not None else contextlib.nullcontext():
             result = super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
@@ -378,31 +376,9 @@ class CLLMFSTrainer(FGMStepMixin, SFTTrainer):
         self._log_term(mode, "lm_loss", loss.detach() * ga)
 
         if use_cl:
-            if capture.hidden is None:
-                raise RuntimeError(
-                    f"The forward hook on decoder layer {self.contrastive_layer_index} saw no output: the model's "
-                    "forward does not run its decoder layers as modules. Set decoder_layers_path or contrastive_weight=0."
-                )
-            terms = contrastive_loss_terms(
-                capture.hidden,
-                spans["cl_anchor_span"],
-                spans["cl_positive_spans"],
-                spans["cl_negative_spans"],
-                spans["cl_row_label"],
-                temperature=args.contrastive_temperature,
-                pooling=args.contrastive_pooling,
-                in_batch_negatives=args.in_batch_negatives,
-                centering=args.contrastive_centering,
-                token_mask=prompt_mask,
+            cl, terms = self._contrastive_term(
+                capture, spans, prompt_mask, training=training, num_items_in_batch=num_items_in_batch
             )
-            if training and self._pairs_in_step is not None and self._ga_scaled(num_items_in_batch):
-                # Normalise by the pairs of the whole accumulated batch, like TRL's token count for the LM loss.
-                denom = self._pairs_in_step.to(terms.loss_sum.device).clamp(min=1)
-                cl = terms.loss_sum / denom
-                if self.args.average_tokens_across_devices and self.args.world_size > 1:
-                    cl = cl * self.accelerator.num_processes
-            else:
-                cl = terms.loss_sum / max(terms.num_pairs, 1)
             loss = loss + self.contrastive_weight_now(training) * cl.to(loss.dtype)
             self._log_term(mode, "contrastive_loss", cl.detach() * ga)
             if terms.num_pairs:
@@ -416,6 +392,58 @@ class CLLMFSTrainer(FGMStepMixin, SFTTrainer):
                 "default) or set contrastive_weight=0."
             )
         return (loss, outputs) if return_outputs else loss
+
+    def _centering_mask(self, inputs: dict[str, Any]) -> torch.Tensor | None:
+        """The prompt's own tokens (no padding, no answer), over which each row's mean state is taken; None
+        without centring. Read before the forward, which may consume ``labels``."""
+        if self.cllmfs_args.contrastive_centering == "none":
+            return None
+        mask = inputs["attention_mask"].bool()
+        if "labels" in inputs:
+            mask = mask & (inputs["labels"] == -100)
+        return mask
+
+    def _contrastive_capture(self) -> HiddenCapture:
+        return HiddenCapture(self._decoder_layers[self.contrastive_layer_index])
+
+    def _contrastive_term(
+        self,
+        capture: HiddenCapture,
+        spans: dict[str, Any],
+        prompt_mask: torch.Tensor | None,
+        *,
+        training: bool,
+        num_items_in_batch: Any,
+    ) -> tuple[torch.Tensor, ContrastiveTerms]:
+        """The InfoNCE loss of the states one forward left in ``capture`` (clean or FGM-perturbed), normalised
+        like the LM loss, and its terms (pair count, cosines) for logging."""
+        args = self.cllmfs_args
+        if capture.hidden is None:
+            raise RuntimeError(
+                f"The forward hook on decoder layer {self.contrastive_layer_index} saw no output: the model's "
+                "forward does not run its decoder layers as modules. Set decoder_layers_path or contrastive_weight=0."
+            )
+        terms = contrastive_loss_terms(
+            capture.hidden,
+            spans["cl_anchor_span"],
+            spans["cl_positive_spans"],
+            spans["cl_negative_spans"],
+            spans["cl_row_label"],
+            temperature=args.contrastive_temperature,
+            pooling=args.contrastive_pooling,
+            in_batch_negatives=args.in_batch_negatives,
+            centering=args.contrastive_centering,
+            token_mask=prompt_mask,
+        )
+        if training and self._pairs_in_step is not None and self._ga_scaled(num_items_in_batch):
+            # Normalise by the pairs of the whole accumulated batch, like TRL's token count for the LM loss.
+            denom = self._pairs_in_step.to(terms.loss_sum.device).clamp(min=1)
+            cl = terms.loss_sum / denom
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                cl = cl * self.accelerator.num_processes
+        else:
+            cl = terms.loss_sum / max(terms.num_pairs, 1)
+        return cl, terms
 
     def contrastive_weight_now(self, training: bool = True) -> float:
         """The contrastive weight of the current step: ``contrastive_weight`` after a linear warm-up over

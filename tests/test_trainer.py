@@ -117,6 +117,11 @@ def test_config_defaults_and_validation(tmp_path):
         (dict(adversarial="pgd"), "adversarial="),
         (dict(adversarial_epsilon=0.0), "adversarial_epsilon"),
         (dict(adversarial_norm="batch"), "adversarial_norm"),
+        (dict(adversarial_contrastive=True), "adversarial_contrastive=True .* needs adversarial='fgm'"),
+        (
+            dict(adversarial_contrastive=True, adversarial="fgm", contrastive_weight=0.0),
+            r"contrastive_weight=0.0\). Turn both terms on, or set adversarial_contrastive=False",
+        ),
         (dict(boundary_shift=0), "boundary_negatives=False"),
         (dict(max_negatives=0), "max_negatives"),
         (dict(dataset_kwargs={"skip_prepare_dataset": False}), "skip_prepare_dataset"),
@@ -566,8 +571,9 @@ def _grads_of_first_step(model_factory, tokenizer, records, tmp_path, tag, **ove
         (2, 2, {}),
         (2, 2, dict(adversarial_epsilon=0.05, adversarial_epsilon_scale="embedding_norm")),
         (2, 2, dict(activation_checkpointing=True)),  # non-reentrant, transformers' default
+        (2, 2, dict(adversarial_contrastive=True)),
     ],
-    ids=["no-accumulation", "accumulation", "relative-epsilon", "checkpointing"],
+    ids=["no-accumulation", "accumulation", "relative-epsilon", "checkpointing", "adversarial-contrastive"],
 )
 def test_single_backward_fgm_gives_the_two_backward_gradients(
     batch, accumulation, extra, sentencepiece_tokenizer, tiny_model_factory, records, tmp_path
@@ -601,6 +607,43 @@ def test_single_backward_fgm_gives_the_two_backward_gradients(
         assert log_single[key] == pytest.approx(log_double[key], rel=1e-5, abs=1e-6), key
     assert log_single["loss"] == pytest.approx(
         log_single["lm_loss"] + log_single["contrastive_loss"] + log_single["adversarial_loss"], rel=1e-4
+    )
+
+
+@pytest.mark.parametrize("backward", ["double", "single"])
+def test_adversarial_contrastive_adds_the_perturbed_forwards_infonce(
+    backward, sentencepiece_tokenizer, tiny_model_factory, records, tmp_path
+):
+    """With adversarial_contrastive the adversarial loss is its LM loss plus w_cl x the InfoNCE of the perturbed
+    states: the same first step without it gives the LM part (the perturbation comes from the clean loss alone)."""
+    data = [r for r in records if r["spans"]][:4]
+    logs = {}
+    for on in (False, True):
+        _, _, logs[on] = _grads_of_first_step(
+            tiny_model_factory,
+            sentencepiece_tokenizer,
+            data,
+            tmp_path,
+            f"{backward}-{on}",
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=2,
+            adversarial_backward=backward,
+            contrastive_weight=0.5,
+            contrastive_warmup_ratio=0.0,
+            adversarial_contrastive=on,
+        )
+    off, on = logs[False], logs[True]
+    assert "adversarial_contrastive_loss" not in off
+    assert math.isfinite(on["adversarial_contrastive_loss"]) and on["adversarial_contrastive_loss"] > 0
+    # the perturbation reaches the states: the perturbed InfoNCE is not the clean one
+    assert on["adversarial_contrastive_loss"] != pytest.approx(on["contrastive_loss"], rel=1e-4)
+    for key in ("lm_loss", "contrastive_loss"):
+        assert on[key] == pytest.approx(off[key], rel=1e-5), key
+    assert on["adversarial_loss"] == pytest.approx(
+        off["adversarial_loss"] + 0.5 * on["adversarial_contrastive_loss"], rel=1e-5
+    )
+    assert on["loss"] == pytest.approx(
+        on["lm_loss"] + 0.5 * on["contrastive_loss"] + on["adversarial_loss"], rel=1e-4
     )
 
 

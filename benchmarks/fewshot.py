@@ -712,9 +712,19 @@ def cllmfs_overrides(cfg: BenchConfig) -> dict[str, Any]:
         if name in values:
             raise ValueError(f"--cllmfs_overrides sets {name} twice.")
         values[name] = _parse_value(raw)
+    checked = dict(values)
+    if values.get("adversarial_contrastive") is True:
+        fgm_systems = [s for s in cfg.systems if SYSTEM_CONFIGS.get(s, {}).get("adversarial") == "fgm"]
+        if not fgm_systems:
+            raise ValueError(
+                "--cllmfs_overrides adversarial_contrastive=true acts on the systems that train with FGM ("
+                f"{', '.join(s for s, v in SYSTEM_CONFIGS.items() if v.get('adversarial') == 'fgm')}); none is in "
+                f"--systems {' '.join(cfg.systems)}. Add one, or drop the override."
+            )
+        checked["adversarial"] = "fgm"  # checked as those systems will build it
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            CLLMFSConfig(output_dir=tmp, report_to="none", activation_checkpointing=False, **values)
+            CLLMFSConfig(output_dir=tmp, report_to="none", activation_checkpointing=False, **checked)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"--cllmfs_overrides {' '.join(cfg.cllmfs_overrides)}: {exc}") from exc
     return values
@@ -815,6 +825,9 @@ def training_config(cfg: BenchConfig, system: str, *, steps: int, seed: int, out
         if getattr(cfg, name) is not None:
             values[name] = getattr(cfg, name)
     values.update(SYSTEM_CONFIGS[system])
+    if values.get("adversarial") != "fgm" or values.get("contrastive_weight") == 0:
+        # Inert on a system without both terms, as every term knob is on a system without its term.
+        values.pop("adversarial_contrastive", None)
     return CLLMFSConfig(**values)
 
 

@@ -322,6 +322,21 @@ def test_cllmfs_overrides_are_checked_before_any_training(tiny_dataset: Path) ->
     # The value goes through CLLMFSConfig's own checks.
     with pytest.raises(ValueError, match="contrastive_temperature=-1"):
         config_from_args([*base, "contrastive_temperature=-1"])
+    # A knob of the FGM forward needs an FGM system to act on; it is inert on the others.
+    with pytest.raises(
+        ValueError, match="acts on the systems that train with FGM.*Add one, or drop the override"
+    ):
+        config_from_args([*base, "adversarial_contrastive=true", "--systems", "sft", "cllmfs_infonce"])
+    cfg = config_from_args([*base, "adversarial_contrastive=true", "--systems", "sft", "cllmfs_full"])
+    built = {
+        system: fewshot.training_config(cfg, system, steps=2, seed=0, output_dir="out")
+        for system in ("sft", "cllmfs_infonce", "cllmfs_full")
+    }
+    assert {s: c.adversarial_contrastive for s, c in built.items()} == {
+        "sft": False,
+        "cllmfs_infonce": False,
+        "cllmfs_full": True,
+    }
 
 
 @pytest.mark.slow

@@ -75,6 +75,7 @@ LOGGED_TERMS = (
     "contrastive_pos_cos",
     "contrastive_neg_cos",
     "adversarial_loss",
+    "adversarial_contrastive_loss",
 )
 
 

@@ -617,9 +617,11 @@ def test_adversarial_contrastive_adds_the_perturbed_forwards_infonce(
     """With adversarial_contrastive the adversarial loss is its LM loss plus w_cl x the InfoNCE of the perturbed
     states: the same first step without it gives the LM part (the perturbation comes from the clean loss alone)."""
     data = [r for r in records if r["spans"]][:4]
-    logs = {}
+    from cllmfs_hf.training import loss_terms
+
+    logs, summaries = {}, {}
     for on in (False, True):
-        _, _, logs[on] = _grads_of_first_step(
+        trainer, _, logs[on] = _grads_of_first_step(
             tiny_model_factory,
             sentencepiece_tokenizer,
             data,
@@ -632,8 +634,14 @@ def test_adversarial_contrastive_adds_the_perturbed_forwards_infonce(
             contrastive_warmup_ratio=0.0,
             adversarial_contrastive=on,
         )
+        summaries[on] = loss_terms(trainer.state.log_history)
     off, on = logs[False], logs[True]
     assert "adversarial_contrastive_loss" not in off
+    # run summaries (the benchmark's loss_terms) keep the term
+    assert (
+        "adversarial_contrastive_loss" in summaries[True]
+        and "adversarial_contrastive_loss" not in summaries[False]
+    )
     assert math.isfinite(on["adversarial_contrastive_loss"]) and on["adversarial_contrastive_loss"] > 0
     # the perturbation reaches the states: the perturbed InfoNCE is not the clean one
     assert on["adversarial_contrastive_loss"] != pytest.approx(on["contrastive_loss"], rel=1e-4)

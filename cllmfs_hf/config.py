@@ -337,7 +337,7 @@ class AdversarialConfig:
             "(L_adv = L_lm(e + r) + contrastive_weight * L_cl(e + r), the contrastive weight after its warm-up), "
             "so the span representations are trained to stay separated under the perturbation too. Needs "
             "adversarial='fgm' and contrastive_weight > 0. Off by default: on dev splits it cost 2.2 F1 against "
-            "FGM alone (95% CI -4.3 to -0.3; benchmarks/results/README.md, lever study, third round)."
+            "FGM alone (95 percent CI -4.3 to -0.3; benchmarks/results/README.md, lever study, third round)."
         },
     )
     adversarial_backward: str = field(

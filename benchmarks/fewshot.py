@@ -714,12 +714,12 @@ def cllmfs_overrides(cfg: BenchConfig) -> dict[str, Any]:
         values[name] = _parse_value(raw)
     checked = dict(values)
     if values.get("adversarial_contrastive") is True:
-        fgm_systems = [s for s in cfg.systems if SYSTEM_CONFIGS.get(s, {}).get("adversarial") == "fgm"]
-        if not fgm_systems:
+        fgm_systems = [s for s, v in SYSTEM_CONFIGS.items() if v.get("adversarial") == "fgm"]
+        if not set(fgm_systems) & set(cfg.systems):
             raise ValueError(
-                "--cllmfs_overrides adversarial_contrastive=true acts on the systems that train with FGM ("
-                f"{', '.join(s for s, v in SYSTEM_CONFIGS.items() if v.get('adversarial') == 'fgm')}); none is in "
-                f"--systems {' '.join(cfg.systems)}. Add one, or drop the override."
+                f"--cllmfs_overrides adversarial_contrastive=true acts on the systems that train with FGM "
+                f"({', '.join(fgm_systems)}); none is in --systems {' '.join(cfg.systems)}. Add one, or drop the "
+                "override."
             )
         checked["adversarial"] = "fgm"  # checked as those systems will build it
     with tempfile.TemporaryDirectory() as tmp:
@@ -825,10 +825,21 @@ def training_config(cfg: BenchConfig, system: str, *, steps: int, seed: int, out
         if getattr(cfg, name) is not None:
             values[name] = getattr(cfg, name)
     values.update(SYSTEM_CONFIGS[system])
-    if values.get("adversarial") != "fgm" or values.get("contrastive_weight") == 0:
+    if values.get("adversarial_contrastive") and not _both_terms_on(values):
         # Inert on a system without both terms, as every term knob is on a system without its term.
-        values.pop("adversarial_contrastive", None)
+        del values["adversarial_contrastive"]
     return CLLMFSConfig(**values)
+
+
+def _both_terms_on(values: Mapping[str, Any]) -> bool:
+    """Whether ``CLLMFSConfig(**values)`` would train with both InfoNCE and FGM, by the config groups' own
+    ``contrastive_enabled`` / ``adversarial_enabled`` rules."""
+    from cllmfs_hf.config import AdversarialConfig, ContrastiveConfig
+
+    def group(cls: type) -> Any:
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+    return group(ContrastiveConfig).contrastive_enabled and group(AdversarialConfig).adversarial_enabled
 
 
 def _device() -> str:

@@ -337,6 +337,13 @@ def test_cllmfs_overrides_are_checked_before_any_training(tiny_dataset: Path) ->
         "cllmfs_infonce": False,
         "cllmfs_full": True,
     }
+    # FGM switched off by its weight flag: inert there too, not a config error in the middle of a run
+    cfg = config_from_args(
+        [*base, "adversarial_contrastive=true", "--systems", "cllmfs_full", "--adversarial_weight", "0"]
+    )
+    assert not fewshot.training_config(
+        cfg, "cllmfs_full", steps=2, seed=0, output_dir="out"
+    ).adversarial_contrastive
 
 
 @pytest.mark.slow

@@ -655,3 +655,51 @@ def test_reused_buffers_give_the_masks_of_fresh_ones_through_ended_escaped_and_d
             ids = ids[keep]
     assert proc.num_escaped_rows == 1
     assert not torch.isfinite(out).all(dim=1).any()  # every row left is masked
+
+
+def test_a_loop_that_drives_its_rows_gets_the_masks_of_input_ids_calls(smollm2_tokenizer, politics_test_head):
+    """add_rows / advance_rows / mask_scores / keep_rows (the continuous-batching loop's way of driving the
+    processor) give every row the mask a processor called on that row's ``input_ids`` gives, through rows
+    admitted mid-way, an ended row and dropped rows; misuse is refused with the fix."""
+    tok = smollm2_tokenizer
+    sentences = [s.text for s in read_conll(politics_test_head)[:5]]
+    config = SpanConstraintConfig(preamble_in_prompt=True)
+    eos = tok.eos_token_id
+    driven = SpanConstrainedLogitsProcessor(tok, sentences[:2], config)
+    rows = [0, 1]  # the sentence of each driven row
+    generated: dict[int, list[int]] = {0: [], 1: []}
+    # each row's twin: a processor of its sentence alone, called on the row's input_ids at every step
+    alone = {s: SpanConstrainedLogitsProcessor(tok, [sentences[s]], config) for s in range(5)}
+    gen = torch.Generator().manual_seed(1)
+    for step in range(12):
+        if step == 3:  # two records join the running rows
+            driven.add_rows(sentences[2:4])
+            rows += [2, 3]
+            generated.update({2: [], 3: []})
+        if step == 7:
+            driven.add_rows(sentences[4:])
+            rows.append(4)
+            generated[4] = []
+        scores = torch.randn((len(rows), len(tok)), generator=gen)
+        out = driven.mask_scores(scores.clone())
+        for r, s in enumerate(rows):
+            ids = torch.tensor([[0, 0, *generated[s]]])  # a stand-in prompt, then the row's answer
+            assert torch.equal(out[r], alone[s](ids, scores[r : r + 1].clone())[0]), (step, s)
+        chosen = out.argmax(-1).tolist()
+        if step == 4:
+            chosen[1] = eos  # a row ends: it allows EOS alone from now on
+        for r, s in enumerate(rows):
+            generated[s].append(chosen[r])
+        driven.advance_rows(chosen)
+        if step == 5:  # the first row leaves the batch
+            driven.keep_rows(list(range(1, len(rows))))
+            rows = rows[1:]
+    assert torch.isfinite(out[0]).nonzero().squeeze(1).tolist() == [eos]  # sentence 1's row ended at step 4
+    with pytest.raises(ValueError, match="advance_rows got 1 tokens for 4 rows"):
+        driven.advance_rows([eos])
+    with pytest.raises(ValueError, match="mask_scores got 2 rows of scores for 4 rows"):
+        driven.mask_scores(torch.zeros((2, len(tok))))
+    called = SpanConstrainedLogitsProcessor(tok, sentences[:1], config)
+    called(torch.zeros((1, 3), dtype=torch.long), torch.zeros((1, len(tok))))
+    with pytest.raises(ValueError, match="this processor was called on input_ids: make a new one"):
+        called.add_rows(sentences[1:2])

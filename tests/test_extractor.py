@@ -33,6 +33,22 @@ def _peaked(model, scale: float = 40.0):
     return model
 
 
+def _sharp_attention(model):
+    """The tiny model with its attention projections scaled, so that attention is peaked, depends on the
+    positions and weighs in the logits (a random tiny model attends almost uniformly and its logits follow
+    the current token: shifted positions or stray columns would go unseen)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param.mul_(30.0)
+            elif name.endswith(("v_proj.weight", "o_proj.weight")):
+                param.mul_(10.0)
+        # every rotary frequency fast, so that a position off by one changes the scores
+        inv_freq = model.model.rotary_emb.inv_freq
+        inv_freq.copy_(torch.linspace(1.0, 0.3, inv_freq.numel()))
+    return model
+
+
 class Oracle(LogitsProcessor):
     """A test driver standing in for a well-trained model: it reads each row's prompt (type and sentence) and
     steers generation, among the tokens the constraint allows, to the answer listing every word-aligned
@@ -552,38 +568,130 @@ def test_dropping_ended_rows_gives_the_answers_and_scores_of_generate(smollm2_to
         assert sum(map(len, got)) > 0
 
 
-def test_greedy_decode_logprobs_equal_a_teacher_forced_forward(smollm2_tokenizer):
-    """The log-probabilities greedy_decode records are the model's own, row by row, as rows leave the batch."""
-    from cllmfs_hf.extractor.greedy import greedy_decode
-    from cllmfs_hf.extractor.prefix_cache import layout_batch
+def _stream_requests(ex, texts, caps):
+    from cllmfs_hf.extractor.greedy import GreedyRequest
+
+    return [GreedyRequest(ex._prompt_ids("LOC", t), cap, t) for t, cap in zip(texts, caps)]
+
+
+def _run_stream(model, ex, requests, batch_size, admissions=None):
+    from cllmfs_hf.extractor.greedy import greedy_stream
+
+    with torch.inference_mode():
+        out = greedy_stream(
+            model,
+            requests,
+            batch_size=batch_size,
+            pad_token_id=ex.pad_token_id,
+            eos_token_ids=ex.eos_token_ids,
+            device="cpu",
+            tokenizer=ex.tokenizer,
+            constraint=ex.constraint,
+            admissions=admissions,
+        )
+        return {i: (tokens, logprobs) for i, tokens, logprobs in out}
+
+
+def test_greedy_stream_joins_records_into_running_rows_with_their_own_answers(smollm2_tokenizer, monkeypatch):
+    """Continuous batching: records admitted into the rows others freed (their caches joined to the running
+    batch's, left-padded) get the tokens each would get decoded alone, with the model's own log-probabilities
+    (a teacher-forced forward), and each stops at its own cap."""
+    from cllmfs_hf.extractor import greedy
+
+    model = _sharp_attention(_peaked(_tiny(smollm2_tokenizer, seed=4)))
+    ex = NERExtractor(model, smollm2_tokenizer, ["LOC"])
+    texts = [
+        "Ada met Bob in Paris .",
+        "Rain in New York",
+        "Oslo",
+        "The river Thames runs through London .",
+        "Rome",
+    ]
+    caps = [12, 3, 12, 10, 12]
+    requests = _stream_requests(ex, texts, caps)
+    joins = []
+    real_join = greedy._join
+    monkeypatch.setattr(greedy, "_join", lambda *a: joins.append(1) or real_join(*a))
+    admissions = []
+    streamed = _run_stream(model, ex, requests, batch_size=2, admissions=admissions)
+    assert joins and len(admissions) >= 3  # records did join rows still decoding
+    alone = {i: _run_stream(model, ex, [req], batch_size=1)[0] for i, req in enumerate(requests)}
+    assert sorted(streamed) == list(range(len(texts)))
+    for i, req in enumerate(requests):
+        tokens, logprobs = streamed[i]
+        assert tokens == alone[i][0]
+        torch.testing.assert_close(torch.tensor(logprobs), torch.tensor(alone[i][1]), rtol=2e-3, atol=1e-3)
+        assert len(tokens) <= req.max_new_tokens
+        ended = tokens[-1] in ex.eos_token_ids
+        assert ended or len(tokens) == req.max_new_tokens
+        n, p = len(tokens), req.prompt_ids
+        with torch.inference_mode():
+            logits = (
+                model(input_ids=torch.tensor([p + tokens])).logits[0, len(p) - 1 : len(p) - 1 + n].float()
+            )
+        want = torch.log_softmax(logits, -1)[torch.arange(n), torch.tensor(tokens)]
+        torch.testing.assert_close(torch.tensor(logprobs), want, rtol=2e-3, atol=1e-3)
+    assert len(streamed[1][0]) == 3  # its own cap, not the longest of its batch
+    assert len({len(t) for t, _ in streamed.values()}) > 1  # rows left the batch at different steps
+
+
+def test_joined_caches_mask_their_padding_and_trimmed_caches_keep_every_attended_column():
+    """_join left-pads the narrower cache with masked columns and keeps each row's own keys and values in
+    order; _trim drops only the leading columns no row attends to."""
+    from transformers.cache_utils import DynamicCache
+
+    from cllmfs_hf.extractor.greedy import _join, _joinable, _trim
+
+    def cache(rows, width, start):
+        c = DynamicCache()
+        for layer in range(2):
+            kv = (
+                torch.arange(start, start + rows * width, dtype=torch.float).reshape(rows, 1, width, 1)
+                + layer
+            )
+            c.update(kv.clone(), -kv.clone(), layer)
+        return c
+
+    old, new = cache(2, 3, 100), cache(1, 5, 200)
+    assert _joinable(old) and not _joinable(None)
+    old_mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
+    new_mask = torch.tensor([[0, 1, 1, 1, 1]])
+    mask = _join(old, old_mask, new, new_mask)
+    assert mask.tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [0, 1, 1, 1, 1]]
+    for layer in range(2):
+        keys, values = old.layers[layer].keys, old.layers[layer].values
+        assert keys.shape == (3, 1, 5, 1) and torch.equal(values, -keys)
+        assert keys[:2, 0, 2:, 0].tolist() == [
+            [100 + layer, 101 + layer, 102 + layer],
+            [103 + layer, 104 + layer, 105 + layer],
+        ]
+        assert keys[2, 0, :, 0].tolist() == [200 + layer + i for i in range(5)]
+        assert keys[:2, 0, :2].abs().sum() == 0  # the padding columns are zeros, and masked
+    old.batch_select_indices(torch.tensor([0, 1]))
+    trimmed = _trim(old, mask[:2])
+    assert trimmed.tolist() == [[1, 1, 1], [0, 1, 1]]
+    assert old.layers[0].keys[:, 0, :, 0].tolist() == [[100, 101, 102], [103, 104, 105]]
+    assert _trim(old, trimmed) is trimmed  # nothing to drop
+
+
+def test_greedy_stream_without_a_joinable_cache_admits_only_into_an_empty_batch(
+    smollm2_tokenizer, monkeypatch
+):
+    """A cache that cannot be joined (not a plain DynamicCache) drains each batch before the next one starts,
+    with the same answers."""
+    from cllmfs_hf.extractor import greedy
 
     model = _peaked(_tiny(smollm2_tokenizer, seed=4))
     ex = NERExtractor(model, smollm2_tokenizer, ["LOC"])
-    texts = ["Ada met Bob in Paris .", "Rain in New York", "Oslo"]
-    prompts = [ex._prompt_ids("LOC", t) for t in texts]
-    ids, mask = layout_batch(prompts, None, ex.pad_token_id)
-    constraint = SpanConstrainedLogitsProcessor(
-        smollm2_tokenizer, texts, ex.constraint, eos_token_id=ex.eos_token_ids
-    )
-    with torch.inference_mode():
-        tokens, logprobs = greedy_decode(
-            model,
-            ids,
-            mask,
-            cache=None,
-            cached_tokens=0,
-            processor=constraint,
-            max_new_tokens=12,
-            eos_token_ids=ex.eos_token_ids,
-        )
-        for p, generated, got in zip(prompts, tokens, logprobs):
-            n = len(generated)
-            logits = (
-                model(input_ids=torch.tensor([p + generated])).logits[0, len(p) - 1 : len(p) - 1 + n].float()
-            )
-            want = torch.log_softmax(logits, -1)[torch.arange(n), torch.tensor(generated)]
-            torch.testing.assert_close(torch.tensor(got), want, rtol=2e-3, atol=1e-3)
-    assert len({len(t) for t in tokens}) > 1  # rows left the batch at different steps
+    texts = ["Ada met Bob in Paris .", "Rain in New York", "Oslo", "Rome in spring", "Bern"]
+    requests = _stream_requests(ex, texts, [10] * 5)
+    joined = _run_stream(model, ex, requests, batch_size=2)
+    monkeypatch.setattr(greedy, "_joinable", lambda cache: False)
+    monkeypatch.setattr(greedy, "_join", lambda *a: pytest.fail("a cache was joined"))
+    admissions = []
+    drained = _run_stream(model, ex, requests, batch_size=2, admissions=admissions)
+    assert admissions == [2, 2, 1]
+    assert {i: t for i, (t, _) in drained.items()} == {i: t for i, (t, _) in joined.items()}
 
 
 def test_plain_greedy_tells_when_generate_would_add_nothing(smollm2_tokenizer):

@@ -148,27 +148,69 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         # the last call's rows and their states: greedy search and sampling append one token to every row
         # and never reorder them, so a row's state follows from its own last state (see _row_states)
         self._last_ids: torch.Tensor | None = None
-        self._last_states: list[tuple[int, State | None]] = []
+        # a loop that drives the rows itself (add_rows) starts from every sentence's initial state
+        self._last_states: list[tuple[int, State | None]] = [
+            (i, auto.initial) for i, auto in enumerate(self.automata)
+        ]
         # two output buffers used in turn (see _output_buffer)
         self._buffers: list[_MaskBuffer] = []
 
     def keep_rows(self, rows: Sequence[int]) -> None:
         """Keep only these rows (indices into the current batch, in order): for a decoding loop that drops rows
         from its batch (ended ones, say) between two calls. One row per sentence (no beams)."""
-        if self._last_ids is None or self._last_ids.shape[0] != len(self.sentences):
+        if len(self._last_states) != len(self.sentences) or (
+            self._last_ids is not None and self._last_ids.shape[0] != len(self.sentences)
+        ):
             raise ValueError(
                 "keep_rows needs one row per sentence and a call before it (a loop that drops rows, no beams)."
             )
-        index = torch.tensor(list(rows), dtype=torch.long, device=self._last_ids.device)
+        rows = list(rows)
         self.sentences = [self.sentences[r] for r in rows]
         self.automata = [self.automata[r] for r in rows]
         # the rows' groups are their new positions
         self._last_states = [(i, self._last_states[r][1]) for i, r in enumerate(rows)]
-        self._last_ids = self._last_ids[index]
-        if self._prompt is not None:
-            self._prompt = self._prompt[index.to(self._prompt.device)]
-            self._prompt_sorted = self._prompt.sort(dim=0).values
+        if self._last_ids is not None:
+            index = torch.tensor(rows, dtype=torch.long, device=self._last_ids.device)
+            self._last_ids = self._last_ids[index]
+            if self._prompt is not None:
+                self._prompt = self._prompt[index.to(self._prompt.device)]
+                self._prompt_sorted = self._prompt.sort(dim=0).values
         self._states = {}
+
+    # -- a decoding loop that drives the rows itself ----------------------------------------------------
+    def add_rows(self, sentences: Sequence[str]) -> None:
+        """Append one row per sentence, at the start of its answer: for a decoding loop that admits records
+        into the rows others freed (:mod:`cllmfs_hf.extractor.greedy`). Such a loop drives the rows itself:
+        :meth:`mask_scores` masks the current rows, :meth:`advance_rows` feeds each row its chosen token,
+        :meth:`keep_rows` drops rows; it does not call the processor on ``input_ids``."""
+        if self._last_ids is not None or len(self._last_states) != len(self.sentences):
+            raise ValueError(
+                "add_rows serves a loop that drives the rows itself (mask_scores / advance_rows), one row per "
+                "sentence; this processor was called on input_ids: make a new one."
+            )
+        for s in sentences:
+            if not isinstance(s, str):
+                raise TypeError(f"add_rows takes sentences (str), got {type(s).__name__}.")
+        start = len(self.sentences)
+        new = [self.trie.automaton(s, self.config) for s in sentences]
+        self.sentences.extend(sentences)
+        self.automata.extend(new)
+        self._last_states.extend((start + i, auto.initial) for i, auto in enumerate(new))
+
+    def advance_rows(self, tokens: Sequence[int]) -> None:
+        """Each current row took ``tokens[row]`` (a loop that drives the rows itself, see :meth:`add_rows`)."""
+        if len(tokens) != len(self._last_states):
+            raise ValueError(f"advance_rows got {len(tokens)} tokens for {len(self._last_states)} rows.")
+        self._last_states = self._advance_rows(list(tokens))
+
+    def mask_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """The scores of the current rows (in order) with every token the constraint forbids at -inf (a loop
+        that drives the rows itself, see :meth:`add_rows`)."""
+        if scores.shape[0] != len(self._last_states):
+            raise ValueError(
+                f"mask_scores got {scores.shape[0]} rows of scores for {len(self._last_states)} rows."
+            )
+        return self._masked(self._last_states, scores)
 
     # -- state bookkeeping ----------------------------------------------------------------------------
     def _row_states(self, input_ids: torch.Tensor) -> list[tuple[int, State | None]]:
@@ -271,7 +313,10 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
 
     # -- the processor ----------------------------------------------------------------------------------
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        states = self._row_states(input_ids)
+        return self._masked(self._row_states(input_ids), scores)
+
+    def _masked(self, states: list[tuple[int, State | None]], scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` with every token the rows' ``states`` forbid at -inf (in a reused output buffer)."""
         rows: list[int] = []
         cols: list[torch.Tensor] = []
         free_rows: list[int] = []

@@ -6,10 +6,13 @@ span of the text) and parsed back to offsets (:func:`~cllmfs_hf.decoding.parse_o
 
 How ``predict`` runs:
 
-- Records (text x type) are grouped by type, sorted by prompt length and generated in batches with left
-  padding; a batch stops as soon as every row has emitted end-of-sequence. The prompt prefix shared by all
-  records of a type (chat template, instruction) is encoded once per type and call (``prefix_cache``). A progress bar appears for runs of more than
-  ``progress_threshold`` records (or force it with ``progress=True``/``False``).
+- Records (text x type) are grouped by type and sorted by prompt length. Greedy decoding (the default)
+  batches them continuously: up to ``batch_size`` records decode at once, each leaves at its end-of-sequence
+  (or its own cap) and waiting records are encoded and join the running rows (``drop_finished_rows``,
+  :mod:`.greedy`). Sampling and beam search run ``model.generate`` on batches with left padding. The prompt
+  prefix shared by all records of a type (chat template, instruction) is encoded once per type and call
+  (``prefix_cache``). A progress bar appears for runs of more than ``progress_threshold`` records (or force it
+  with ``progress=True``/``False``).
 - **Prefilled preamble** (``prefill_preamble=True``, the default): every prompt ends with the answer's fixed
   preamble, tokenized with the prompt exactly as training tokenized prompt + completion, so it costs no
   decoding step; generation starts with a span or end-of-sequence, and ``max_new_tokens`` counts the tokens
@@ -44,8 +47,10 @@ Files
 - ``windows.py``: splitting long texts into overlapping windows and merging the windows' mentions back.
 - ``prefix_cache.py``: encoding the prompt prefix shared by all records of a type once and reusing its
   key/value cache (batch layout ``[prefix][padding][rest]``).
-- ``generation.py``: records, batches of one type, one ``generate`` call per batch and the parsing of the
-  answers.
+- ``greedy.py``: greedy decoding with continuous batching (records leave at their end, waiting ones join
+  the running rows, their key/value caches joined).
+- ``generation.py``: records, batches of one type, one ``generate`` call per batch (sampling, beams) and the
+  parsing of the answers.
 - ``lora_merge.py``: a ``PeftModel``'s LoRA deltas merged into its base weights while extracting (and for good
   in ``from_pretrained``), so each decoding step runs a plain model.
 - ``corpus.py``: ``predict_file``: a corpus file (JSON lines or text) streamed into a JSON-lines output,

@@ -25,7 +25,8 @@ from ..evaluation import NERScores, ScoreAccumulator
 from ..template import PREAMBLE, prompt_messages
 from .corpus import CorpusSummary
 from .corpus import predict_file as predict_corpus
-from .generation import _Record, generate_batch, plan_batches
+from .generation import _Record, generate_batch, plan_batches, stream_spans
+from .greedy import plain_greedy
 from .lora_merge import lora_merged, merge_lora_for_inference
 from .prefix_cache import encode_prefix, prefix_agrees, prefix_fits
 from .scoring import choose_threshold
@@ -69,10 +70,11 @@ class NERExtractor:
             prompt's one forward pass and generation starts after it (``constraint.preamble_in_prompt`` is set
             from this). It is the text every legal answer starts with and the tokens training put there;
             False generates it token by token (about 12 decoding steps more per record).
-        drop_finished_rows: in plain greedy search (the default decoding), remove each record from its batch
-            once its answer has ended (:mod:`.greedy`), so the rest of the batch runs on fewer rows; the same
-            answers as ``model.generate``, which keeps every row until the longest answer ends (False; sampling
-            and beam search always go through ``generate``).
+        drop_finished_rows: in plain greedy search (the default decoding), batch continuously
+            (:mod:`.greedy`): each record leaves the batch once its answer has ended and waiting records take
+            its row, so the batch stays full and no step is spent on ended rows; each record has its own cap.
+            The same answers as ``model.generate`` on batches that keep every row until the longest answer
+            ends (False; sampling and beam search always go through ``generate``).
 
     Example:
         >>> extractor = NERExtractor(model, tokenizer, entity_types=["PER", "LOC"])  # doctest: +SKIP
@@ -273,39 +275,18 @@ class NERExtractor:
         except (StopIteration, AttributeError):
             return torch.device("cpu")
 
-    def _generate_batch(
-        self,
-        batch: list[_Record],
-        *,
-        constrained: bool,
-        max_new_tokens: int | None,
-        generate_kwargs: dict[str, Any],
-        stats: PredictionStats,
-        prefix: tuple[list[int], Any] | None = None,
-    ) -> list[list[tuple[int, int, float | None]]]:
-        if prefix is not None and not (
-            prefix_fits([r.prompt_ids for r in batch], prefix[0])
-            and all(r.label == batch[0].label for r in batch)
-        ):
-            prefix = None
-        if prefix is not None and not self._verify_prefix(batch[0], prefix):
-            prefix = None
-        return generate_batch(
-            self.model,
-            self.tokenizer,
-            batch,
-            prefix=prefix,
-            constrained=constrained,
-            constraint=self.constraint,
-            cap=max_new_tokens or max(self._auto_new_tokens(r.sentence_tokens) for r in batch),
-            pad_token_id=self.pad_token_id,
-            eos_token_ids=self.eos_token_ids,
-            trie=self.trie,
-            device=self._device(),
-            generate_kwargs=generate_kwargs,
-            stats=stats,
-            drop_finished_rows=self.drop_finished_rows,
-        )
+    def _record_prefix(
+        self, r: _Record, prefixes: dict[str, tuple[list[int], Any] | None]
+    ) -> tuple[list[int], Any] | None:
+        """The checked prefix cache of record ``r``'s type (computed once per type and call), or None."""
+        if not self.prefix_cache or self._prefix_verified is False:
+            return None
+        if r.label not in prefixes:
+            prefixes[r.label] = self._label_prefix(r.label)
+        prefix = prefixes[r.label]
+        if prefix is None or not (prefix_fits([r.prompt_ids], prefix[0]) and self._verify_prefix(r, prefix)):
+            return None
+        return prefix
 
     # -- public API -----------------------------------------------------------------------------------------
     def predict(
@@ -329,7 +310,8 @@ class NERExtractor:
         Args:
             texts: the input texts (a list of str; empty or whitespace-only texts give ``[]``).
             entity_types: labels to extract (default: the extractor's ``entity_types``).
-            batch_size: records (text x type) per ``generate`` call.
+            batch_size: records (text x type) decoded at once (the rows of the continuous batch, or of each
+                ``generate`` call).
             max_new_tokens: answer cap per record (default: the preamble + 8 + 2 tokens per input token);
                 records that reach it are counted in ``last_stats.truncated``.
             constrained: span-constrained decoding (default). ``False`` decodes freely; spans not in the text
@@ -390,32 +372,66 @@ class NERExtractor:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(records), desc="NER records", unit="rec")
+
+        def collect(r: _Record, row_spans: list[tuple[int, int, float | None]]) -> None:
+            for s, e, score in row_spans:
+                key = (s + r.offset, e + r.offset, r.label)
+                found[r.text_index].append((*key, r.window))
+                best = scores_of[r.text_index].get(key)
+                if score is not None and (best is None or score > best):
+                    scores_of[r.text_index][key] = score
+                else:
+                    scores_of[r.text_index].setdefault(key, best)
+
         try:
             with lora_merged(self.model):  # no LoRA matmuls per step
-                for batch in batches:
-                    label = batch[0].label
-                    if self.prefix_cache and self._prefix_verified is not False and label not in prefixes:
-                        prefixes[label] = self._label_prefix(label)
-                    spans = self._generate_batch(
-                        batch,
+                if self.drop_finished_rows and plain_greedy(self.model, generate_kwargs):
+                    # continuous batching: records leave at their end, waiting ones take their rows
+                    ordered = [r for batch in batches for r in batch]
+                    for r, row_spans in stream_spans(
+                        self.model,
+                        self.tokenizer,
+                        ordered,
+                        [self._record_prefix(r, prefixes) for r in ordered],
+                        [max_new_tokens or self._auto_new_tokens(r.sentence_tokens) for r in ordered],
+                        batch_size=batch_size,
                         constrained=constrained,
-                        max_new_tokens=max_new_tokens,
-                        generate_kwargs=generate_kwargs,
+                        constraint=self.constraint,
+                        pad_token_id=self.pad_token_id,
+                        eos_token_ids=self.eos_token_ids,
+                        trie=self.trie,
+                        device=self._device(),
                         stats=stats,
-                        prefix=prefixes.get(label) if self.prefix_cache else None,
-                    )
-                    stats.batches += 1
-                    for r, row_spans in zip(batch, spans):
-                        for s, e, score in row_spans:
-                            key = (s + r.offset, e + r.offset, r.label)
-                            found[r.text_index].append((*key, r.window))
-                            best = scores_of[r.text_index].get(key)
-                            if score is not None and (best is None or score > best):
-                                scores_of[r.text_index][key] = score
-                            else:
-                                scores_of[r.text_index].setdefault(key, best)
-                    if bar is not None:
-                        bar.update(len(batch))
+                    ):
+                        collect(r, row_spans)
+                        if bar is not None:
+                            bar.update(1)
+                else:
+                    for batch in batches:  # batches are of one type: one prefix, if every prompt fits it
+                        batch_prefixes = {id(self._record_prefix(r, prefixes)) for r in batch}
+                        spans = generate_batch(
+                            self.model,
+                            self.tokenizer,
+                            batch,
+                            prefix=self._record_prefix(batch[0], prefixes)
+                            if len(batch_prefixes) == 1
+                            else None,
+                            constrained=constrained,
+                            constraint=self.constraint,
+                            cap=max_new_tokens
+                            or max(self._auto_new_tokens(r.sentence_tokens) for r in batch),
+                            pad_token_id=self.pad_token_id,
+                            eos_token_ids=self.eos_token_ids,
+                            trie=self.trie,
+                            device=self._device(),
+                            generate_kwargs=generate_kwargs,
+                            stats=stats,
+                        )
+                        stats.batches += 1
+                        for r, row_spans in zip(batch, spans):
+                            collect(r, row_spans)
+                        if bar is not None:
+                            bar.update(len(batch))
         finally:
             if bar is not None:
                 bar.close()

@@ -1,11 +1,11 @@
 """Records and batches of ``predict``: one record per (window, entity type), batches of one type with the
-longest prompts first, one ``model.generate`` call per batch (span-constrained, reusing the prefix cache)
-and the parsing of the generated answers back to character spans.
+longest prompts first, one ``model.generate`` call per batch (span-constrained, reusing the prefix cache; the
+path of sampling and beam search) and the parsing of the generated answers back to character spans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,12 +14,12 @@ from transformers import LogitsProcessorList
 
 from ..decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig, parse_output
 from ..template import PREAMBLE
-from .greedy import greedy_decode, plain_greedy
+from .greedy import GreedyRequest, greedy_stream
 from .prefix_cache import batch_cache, layout_batch
 from .scoring import TokenLogProbs, item_scores
 from .stats import PredictionStats
 
-__all__ = ["generate_batch", "parse_answers", "plan_batches"]
+__all__ = ["generate_batch", "parse_answers", "plan_batches", "stream_spans"]
 
 
 @dataclass
@@ -106,14 +106,13 @@ def generate_batch(
     device: Any,
     generate_kwargs: dict[str, Any],
     stats: PredictionStats,
-    drop_finished_rows: bool = True,
 ) -> list[list[tuple[int, int, float | None]]]:
     """The spans (with scores) of each record's answer from one ``generate`` call of at most ``cap`` new tokens.
 
     ``prefix`` is the batch's checked prefix cache (every prompt starts with its ids), or ``None``;
-    ``generate_kwargs`` go to ``model.generate`` (greedy unless they say otherwise). Plain greedy search
-    with ``drop_finished_rows`` runs :func:`.greedy.greedy_decode` instead, which takes the same steps but
-    drops each row from the batch once it has ended.
+    ``generate_kwargs`` go to ``model.generate`` (greedy unless they say otherwise). This is the path of
+    sampling, beam search, extra logits processors and ``drop_finished_rows=False``; plain greedy search runs
+    :func:`.greedy.greedy_stream` (continuous batching) instead.
     """
     kwargs = dict(generate_kwargs)
     input_ids, attention = layout_batch(
@@ -124,22 +123,9 @@ def generate_batch(
         proc = SpanConstrainedLogitsProcessor(
             tokenizer, [r.sentence for r in batch], constraint, eos_token_id=eos_token_ids
         )
-    if drop_finished_rows and plain_greedy(model, kwargs):
-        with torch.inference_mode():
-            generated, token_logprobs = greedy_decode(
-                model,
-                input_ids.to(device),
-                attention.to(device),
-                cache=batch_cache(prefix[1], len(batch)) if prefix is not None else None,
-                cached_tokens=len(prefix[0]) if prefix is not None else 0,
-                processor=proc,
-                max_new_tokens=cap,
-                eos_token_ids=eos_token_ids,
-            )
-    else:
-        generated, token_logprobs = _generate(
-            model, input_ids, attention, kwargs, proc, prefix, cap, pad_token_id, eos_token_ids, device
-        )
+    generated, token_logprobs = _generate(
+        model, input_ids, attention, kwargs, proc, prefix, cap, pad_token_id, eos_token_ids, device
+    )
     return parse_answers(
         batch,
         generated,
@@ -194,3 +180,51 @@ def _generate(
         )
     generated = out[:, width:].tolist()
     return generated, [logprobs.logprobs(row, record=i) for i, row in enumerate(generated)]
+
+
+def stream_spans(
+    model: Any,
+    tokenizer: Any,
+    records: list[_Record],
+    prefixes: Sequence[tuple[list[int], Any] | None],
+    caps: Sequence[int],
+    *,
+    batch_size: int,
+    constrained: bool,
+    constraint: SpanConstraintConfig,
+    pad_token_id: int,
+    eos_token_ids: list[int],
+    trie: Any,
+    device: Any,
+    stats: PredictionStats,
+) -> Iterator[tuple[_Record, list[tuple[int, int, float | None]]]]:
+    """Each record with its spans (and scores), as its greedy answer ends: :func:`.greedy.greedy_stream`
+    (continuous batching) over ``records`` in this order, each with its checked prefix cache (or None) and
+    its cap. ``stats.batches`` counts the groups of records that joined the batch."""
+    requests = [GreedyRequest(r.prompt_ids, cap, r.sentence, p) for r, p, cap in zip(records, prefixes, caps)]
+    admissions: list[int] = []
+    with torch.inference_mode():
+        for i, generated, logprobs in greedy_stream(
+            model,
+            requests,
+            batch_size=batch_size,
+            pad_token_id=pad_token_id,
+            eos_token_ids=eos_token_ids,
+            device=device,
+            tokenizer=tokenizer,
+            constraint=constraint if constrained else None,
+            admissions=admissions,
+        ):
+            stats.batches = len(admissions)
+            (spans,) = parse_answers(
+                [records[i]],
+                [generated],
+                eos_token_ids,
+                trie,
+                constraint.word_boundaries,
+                stats,
+                preamble_in_prompt=constraint.preamble_in_prompt,
+                logprobs=[logprobs],
+                ordered=constrained and constraint.ordered_spans,
+            )
+            yield records[i], spans

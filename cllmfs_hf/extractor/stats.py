@@ -14,7 +14,9 @@ class PredictionStats:
 
     ``truncated`` counts answers that reached ``max_new_tokens`` before ending; ``malformed`` counts answers
     that do not follow the template (only possible with ``constrained=False``); ``windows`` counts the
-    windows of all non-empty texts and ``split_texts`` the texts that needed more than one.
+    windows of all non-empty texts and ``split_texts`` the texts that needed more than one. ``batches`` counts
+    the forwards that encoded prompts (with continuous batching, each group of records that joined the batch)
+    or the ``generate`` calls.
 
     Example:
         >>> PredictionStats(records=2, dropped_repeats=1).dropped

@@ -611,10 +611,16 @@ def test_greedy_stream_joins_records_into_running_rows_with_their_own_answers(sm
     requests = _stream_requests(ex, texts, caps)
     joins = []
     real_join = greedy._join
-    monkeypatch.setattr(greedy, "_join", lambda *a: joins.append(1) or real_join(*a))
+    monkeypatch.setattr(
+        greedy,
+        "_join",
+        lambda cache, mask, parts: joins.append(cache is not None) or real_join(cache, mask, parts),
+    )
+    monkeypatch.setattr(greedy, "_SPARE_COLUMNS", 2)  # the joined caches run out of spare columns and regrow
+    monkeypatch.setattr(greedy, "_FORWARD_COST_TOKENS", 0)  # each admission splits into forwards per length
     admissions = []
     streamed = _run_stream(model, ex, requests, batch_size=2, admissions=admissions)
-    assert joins and len(admissions) >= 3  # records did join rows still decoding
+    assert any(joins) and len(admissions) == len(texts)  # records joined rows still decoding, a forward each
     alone = {i: _run_stream(model, ex, [req], batch_size=1)[0] for i, req in enumerate(requests)}
     assert sorted(streamed) == list(range(len(texts)))
     for i, req in enumerate(requests):
@@ -656,7 +662,8 @@ def test_joined_caches_mask_their_padding_and_trimmed_caches_keep_every_attended
     assert _joinable(old) and not _joinable(None)
     old_mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
     new_mask = torch.tensor([[0, 1, 1, 1, 1]])
-    mask = _join(old, old_mask, new, new_mask)
+    joined, mask = _join(old, old_mask, [(new, new_mask)])
+    assert joined is old
     assert mask.tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [0, 1, 1, 1, 1]]
     for layer in range(2):
         keys, values = old.layers[layer].keys, old.layers[layer].values
@@ -674,6 +681,35 @@ def test_joined_caches_mask_their_padding_and_trimmed_caches_keep_every_attended
     assert _trim(old, trimmed) is trimmed  # nothing to drop
 
 
+def test_prompts_are_encoded_in_the_length_groups_that_cost_least():
+    """_length_groups splits an admission into forwards of similar prompt lengths: every prompt once, longest
+    first, at the least cost over every split of the sorted lengths (rows x longest prompt + a forward's cost)."""
+    import itertools
+    import random
+
+    from cllmfs_hf.extractor.greedy import _FORWARD_COST_TOKENS, _length_groups
+
+    def cost(groups, lengths):
+        return sum(len(g) * max(lengths[i] for i in g) + _FORWARD_COST_TOKENS for g in groups)
+
+    rng = random.Random(0)
+    for _ in range(50):
+        lengths = [rng.randint(10, 130) for _ in range(rng.randint(1, 8))]
+        groups = _length_groups(lengths)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        flat = [lengths[i] for g in groups for i in g]
+        assert flat == sorted(lengths, reverse=True)
+        ranked = sorted(lengths, reverse=True)
+        best = min(
+            cost([list(range(a, b)) for a, b in zip((0, *cuts), (*cuts, len(ranked)))], ranked)
+            for k in range(len(ranked))
+            for cuts in itertools.combinations(range(1, len(ranked)), k)
+        )
+        assert cost(groups, lengths) == best
+    assert len(_length_groups([127, 125, 60, 58, 57, 55])) == 2  # the long tail is not padded to 127
+    assert len(_length_groups([60, 58, 57, 55])) == 1
+
+
 def test_greedy_stream_without_a_joinable_cache_admits_only_into_an_empty_batch(
     smollm2_tokenizer, monkeypatch
 ):
@@ -687,7 +723,7 @@ def test_greedy_stream_without_a_joinable_cache_admits_only_into_an_empty_batch(
     requests = _stream_requests(ex, texts, [10] * 5)
     joined = _run_stream(model, ex, requests, batch_size=2)
     monkeypatch.setattr(greedy, "_joinable", lambda cache: False)
-    monkeypatch.setattr(greedy, "_join", lambda *a: pytest.fail("a cache was joined"))
+    monkeypatch.setattr(greedy, "_join", lambda *a: pytest.fail("a cache was joined"))  # nor made spare
     admissions = []
     drained = _run_stream(model, ex, requests, batch_size=2, admissions=admissions)
     assert admissions == [2, 2, 1]

@@ -5,10 +5,15 @@
 costs the whole batch. :func:`greedy_stream` takes the same greedy steps per record (argmax of the constrained
 float32 scores, the KV cache, positions from the attention mask) but
 
-- removes each ended record from the batch, its cache, its mask and the span constraint;
-- admits waiting records into the freed rows: their prompts are encoded in one forward (from the shared prefix
-  cache) and their key/value caches joined to the running batch's, left-padded to a common width (the padding
-  is masked out, so a row sees exactly its own tokens at its own positions);
+- removes each ended record from the batch, its cache, its mask and the span constraint (lazily: an ended row
+  stays, its output ignored, until records are admitted into its place or the ended rows are as many as the
+  others, because dropping rows copies the whole cache);
+- admits waiting records into the freed rows: their prompts are encoded from the shared prefix cache, in
+  groups of similar length (:func:`_length_groups`: less padding), and their key/value caches joined to the
+  running batch's, left-padded to a common width (the padding is masked out, so a row sees exactly its own
+  tokens at its own positions);
+- keeps the joined cache in buffers with spare columns (:class:`_SpareColumnsLayer`), so a step writes its
+  keys and values in place instead of copying the cache;
 - gives each record its own cap, so an answer's length never depends on the records batched with it.
 
 On a CPU a decoding step costs nearly as much for 4 rows as for 32 (the weights are read once per step), so a
@@ -101,6 +106,67 @@ def _joinable(cache: Any) -> bool:
     )
 
 
+#: Columns a joined cache keeps free after its last one, so that the next steps write their keys and values in
+#: place; a plain DynamicLayer copies the whole cache at every step (torch.cat), which on a CPU cost as much as
+#: the attention itself.
+_SPARE_COLUMNS = 32
+
+
+class _SpareColumnsLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys and values are views of buffers with spare columns: a decoding step writes
+    its column in place, and rows are selected or joined with one copy of the buffers."""
+
+    def __init__(self, parts: Sequence[tuple[torch.Tensor, torch.Tensor, int]], width: int) -> None:
+        """The rows of each ``(keys, values, left padding)`` of ``parts`` stacked in that order, each
+        left-padded with zeros to ``width`` columns."""
+        super().__init__()
+        self._fill(parts, width)
+
+    def _fill(self, parts: Sequence[tuple[torch.Tensor, torch.Tensor, int]], width: int) -> None:
+        rows = sum(keys.shape[0] for keys, _values, _pad in parts)
+        keys0 = parts[0][0]
+        shape = (rows, keys0.shape[1], width + _SPARE_COLUMNS, keys0.shape[3])
+        self._key_buffer = keys0.new_empty(shape)
+        self._value_buffer = parts[0][1].new_empty(shape[:3] + (parts[0][1].shape[3],))
+        row = 0
+        for keys, values, pad in parts:
+            for buffer, states in ((self._key_buffer, keys), (self._value_buffer, values)):
+                block = buffer[row : row + states.shape[0]]
+                block[:, :, :pad].zero_()
+                block[:, :, pad:width] = states
+            row += keys.shape[0]
+        self.device = keys0.device
+        self.is_initialized = True
+        self._start, self._end = 0, width
+        self._views()
+
+    def _views(self) -> None:
+        self.keys = self._key_buffer[:, :, self._start : self._end]
+        self.values = self._value_buffer[:, :, self._start : self._end]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        new = key_states.shape[-2]
+        if self._end + new > self._key_buffer.shape[2]:  # out of spare columns: one copy into larger buffers
+            self._fill([(self.keys, self.values, 0)], self._end - self._start)
+        self._key_buffer[:, :, self._end : self._end + new] = key_states
+        self._value_buffer[:, :, self._end : self._end + new] = value_states
+        self._end += new
+        self._views()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._key_buffer = self._key_buffer.index_select(0, indices)
+        self._value_buffer = self._value_buffer.index_select(0, indices)
+        self._views()
+
+    def drop_leading(self, columns: int) -> None:
+        """Forget the first ``columns`` columns (no copy)."""
+        self._start += columns
+        self._views()
+
+
 def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     if width == 0:
         return t
@@ -109,15 +175,48 @@ def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
-def _join(cache: Any, mask: torch.Tensor, new_cache: Any, new_mask: torch.Tensor) -> torch.Tensor:
-    """Append ``new_cache``'s rows to ``cache`` (in place), the narrower of the two left-padded with masked
-    columns; returns the joined attention mask."""
-    width = max(mask.shape[1], new_mask.shape[1])
-    pad_old, pad_new = width - mask.shape[1], width - new_mask.shape[1]
-    for layer, new in zip(cache.layers, new_cache.layers):
-        layer.keys = torch.cat([_left_pad(layer.keys, pad_old, 2), _left_pad(new.keys, pad_new, 2)])
-        layer.values = torch.cat([_left_pad(layer.values, pad_old, 2), _left_pad(new.values, pad_new, 2)])
-    return torch.cat([_left_pad(mask, pad_old, 1), _left_pad(new_mask, pad_new, 1)])
+def _join(
+    cache: Any, mask: torch.Tensor | None, parts: Sequence[tuple[Any, torch.Tensor]]
+) -> tuple[Any, torch.Tensor]:
+    """The rows of ``cache`` (None: no rows yet) and then those of each ``(cache, mask)`` of ``parts`` in one
+    cache of :class:`_SpareColumnsLayer` layers (one copy), the narrower ones left-padded with masked columns;
+    returns it with the joined attention mask."""
+    blocks = ([] if cache is None else [(cache, mask)]) + list(parts)
+    width = max(m.shape[1] for _c, m in blocks)
+    joined = blocks[0][0]
+    joined.layers = [
+        _SpareColumnsLayer(
+            [(c.layers[i].keys, c.layers[i].values, width - m.shape[1]) for c, m in blocks], width
+        )
+        for i in range(len(joined.layers))
+    ]
+    return joined, torch.cat([_left_pad(m, width - m.shape[1], 1) for _c, m in blocks])
+
+
+#: The cost of one more prompt-encoding forward, in prompt tokens (on a CPU a forward of one short row costs
+#: about as much as 32 tokens of a batched one: the weights are read once per forward).
+_FORWARD_COST_TOKENS = 32
+
+
+def _length_groups(lengths: Sequence[int]) -> list[list[int]]:
+    """The indices of ``lengths`` in groups encoded by one forward each, longest first: the grouping of the
+    sorted lengths that costs least, a group costing its rows x its longest prompt (the padding included)
+    plus :data:`_FORWARD_COST_TOKENS` (a shortest-path over the split points)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: the cost of the first j prompts
+    split = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            cost = best[i] + (j - i) * lengths[order[i]] + _FORWARD_COST_TOKENS
+            if cost < best[j]:
+                best[j], split[j] = cost, i
+    groups: list[list[int]] = []
+    j = n
+    while j:
+        groups.append(order[split[j] : j])
+        j = split[j]
+    return groups[::-1]
 
 
 def _trim(cache: Any, mask: torch.Tensor) -> torch.Tensor:
@@ -126,8 +225,7 @@ def _trim(cache: Any, mask: torch.Tensor) -> torch.Tensor:
     if first == 0:
         return mask
     for layer in cache.layers:
-        layer.keys = layer.keys[:, :, first:]
-        layer.values = layer.values[:, :, first:]
+        layer.drop_leading(first)
     return mask[:, first:]
 
 
@@ -167,7 +265,7 @@ def greedy_stream(
     # as one of many, but each forward has a fixed cost, so rows are refilled in groups
     refill_at = max(1, batch_size // 4)
     pending = deque(range(len(requests)))
-    rows: list[int] = []  # the request of each row
+    rows: list[int | None] = []  # the request of each row (None: ended, not yet dropped)
     tokens: dict[int, list[int]] = {}
     logprobs: dict[int, list[float]] = {}
     cache: Any = None
@@ -195,18 +293,30 @@ def greedy_stream(
             prefix = requests[chunk[0]].prefix
             while pending and len(chunk) < free and requests[pending[0]].prefix is prefix:
                 chunk.append(pending.popleft())
-            if admissions is not None:
-                admissions.append(len(chunk))
-            new_cache, new_mask, new_positions, logits = _encode(
-                model, [requests[i] for i in chunk], prefix, pad_token_id, device
-            )
-            if joinable is None:
-                joinable = _joinable(new_cache)
-            if rows:
-                mask = _join(cache, mask, new_cache, new_mask)
-                positions = torch.cat([positions, new_positions])
+            # rows of similar prompt lengths are encoded together (less padding); joined into one batch after
+            cached = len(prefix[0]) if prefix else 0
+            groups = _length_groups([len(requests[i].prompt_ids) - cached for i in chunk])
+            chunk = [chunk[g] for group in groups for g in group]
+            encoded: list[tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+            start = 0
+            for group in groups:
+                if encoded and not joinable:  # the other groups wait for an empty batch
+                    pending.extendleft(reversed(chunk[start:]))
+                    chunk = chunk[:start]
+                    break
+                members = [requests[i] for i in chunk[start : start + len(group)]]
+                encoded.append(_encode(model, members, prefix, pad_token_id, device))
+                if admissions is not None:
+                    admissions.append(len(group))
+                if joinable is None:
+                    joinable = _joinable(encoded[0][0])
+                start += len(group)
+            if joinable:
+                cache, mask = _join(cache if rows else None, mask, [(c, m) for c, m, _p, _l in encoded])
+                positions = torch.cat(([positions] if rows else []) + [p for _c, _m, p, _l in encoded])
             else:
-                cache, mask, positions = new_cache, new_mask, new_positions
+                cache, mask, positions, _logits = encoded[0]
+            logits = torch.cat([lg for _c, _m, _p, lg in encoded])
             parts.append(logits)
             rows.extend(chunk)
             for i in chunk:
@@ -224,31 +334,37 @@ def greedy_stream(
         chosen = scores.argmax(-1)
         logp = logits.gather(1, chosen[:, None]).squeeze(1) - torch.logsumexp(logits, -1)
         ended = torch.isin(chosen, eos).tolist()
-        keep: list[int] = []
         for r, (i, token, value) in enumerate(zip(rows, chosen.tolist(), logp.tolist())):
+            if i is None:  # a row that ended before: it waits to be dropped
+                continue
             tokens[i].append(token)
             logprobs[i].append(value)
             if ended[r] or len(tokens[i]) >= requests[i].max_new_tokens:
                 yield i, tokens.pop(i), logprobs.pop(i)
-            else:
-                keep.append(r)
-        if len(keep) == len(rows):
-            feed = chosen[:, None]
-            if processor is not None:
-                processor.advance_rows(chosen.tolist())
-            continue
-        rows = [rows[r] for r in keep]
-        if not rows:  # the batch is empty: the next records start a new one
-            cache = mask = positions = feed = processor = None
-            continue
-        index = torch.tensor(keep, device=chosen.device)
-        cache.batch_select_indices(index)
-        mask, positions, feed = mask[index], positions[index], chosen[index][:, None]
-        if joinable:
-            mask = _trim(cache, mask)
+                rows[r] = None
+        feed = chosen[:, None]
         if processor is not None:
-            processor.keep_rows(keep)
-            processor.advance_rows(feed[:, 0].tolist())
+            processor.advance_rows(chosen.tolist())
+        keep = [r for r, i in enumerate(rows) if i is not None]
+        if not keep:  # the batch is empty: the next records start a new one
+            rows, cache, mask, positions, feed, processor = [], None, None, None, None, None
+            continue
+        if len(keep) == len(rows):
+            continue
+        # Dropping rows copies the whole cache, so ended rows stay in the batch (fed their last token, their
+        # answers ignored: a row costs a step far less than the copy) until records are admitted into their
+        # place, or until they are as many as the rows still answering.
+        free = batch_size - len(keep)
+        admitting = pending and joinable and free >= min(refill_at, len(pending))
+        if admitting or len(rows) - len(keep) >= len(keep):
+            rows = [rows[r] for r in keep]
+            index = torch.tensor(keep, device=chosen.device)
+            cache.batch_select_indices(index)
+            mask, positions, feed = mask[index], positions[index], feed[index]
+            if joinable:
+                mask = _trim(cache, mask)
+            if processor is not None:
+                processor.keep_rows(keep)
 
 
 def _cache_of(out: Any) -> Any:

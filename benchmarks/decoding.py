@@ -13,8 +13,8 @@ Two figures, measured in one run on the same model and inputs:
   Target: >= 4. Batched predict also encodes the prompt prefix shared by a type's records once; the speed-up
   of the same batches without that cache is reported beside it.
 - ``extraction_speedup``: records per second of batched ``predict`` as it runs by default (the answer's
-  preamble prefilled in the prompt, each ended row dropped from its batch) over the same records the way
-  extraction ran before both (``NERExtractor(prefill_preamble=False, drop_finished_rows=False)``: the preamble
+  preamble prefilled in the prompt; continuous batching: ended records leave the batch, waiting ones join it)
+  over the same records the way extraction ran before both (``NERExtractor(prefill_preamble=False, drop_finished_rows=False)``: the preamble
   generated token by token, its cap raised by the preamble's tokens so both leave the same room for spans,
   and ``model.generate`` keeping every row until the longest answer ends); each change alone is reported
   beside it. ``prefill_answers_identical`` says whether every answer is the same. Target: >= 3.
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
         ("  speedup without prefix cache", result["batched_predict_speedup_without_prefix_cache"], ""),
         ("extraction_speedup", result["extraction_speedup"], ">= 3"),
         ("  prefilled preamble alone", result["extraction_speedup_prefill_only"], ""),
-        ("  dropping ended rows alone", result["extraction_speedup_drop_finished_rows_only"], ""),
+        ("  continuous batching alone", result["extraction_speedup_drop_finished_rows_only"], ""),
         ("  answers identical (fraction of texts)", result["prefill_identical_fraction"], "1.0"),
         ("trie build (s, once per tokenizer)", result["trie_build_seconds"], ""),
     ]

@@ -31,6 +31,13 @@ __all__ = ["SpanConstrainedLogitsProcessor"]
 _ENDED: State = frozenset(["<end of output>"])
 
 
+def _check_sentences(sentences: Sequence[str]) -> None:
+    """Every input sentence is a str (the constructor's and add_rows' check)."""
+    for i, s in enumerate(sentences):
+        if not isinstance(s, str):
+            raise TypeError(f"sentences[{i}] must be a str, got {type(s).__name__}.")
+
+
 class _MaskBuffer:
     """An output tensor of the processor, -inf except where the last call that used it wrote."""
 
@@ -104,9 +111,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
             )
         if not sentences:
             raise ValueError("sentences is empty: pass one input sentence per batch item.")
-        for i, s in enumerate(sentences):
-            if not isinstance(s, str):
-                raise TypeError(f"sentences[{i}] must be a str, got {type(s).__name__}.")
+        _check_sentences(sentences)
         config = config or SpanConstraintConfig()
         if overrides:
             unknown = set(overrides) - {f.name for f in fields(SpanConstraintConfig)}
@@ -188,9 +193,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
                 "add_rows serves a loop that drives the rows itself (mask_scores / advance_rows), one row per "
                 "sentence; this processor was called on input_ids: make a new one."
             )
-        for s in sentences:
-            if not isinstance(s, str):
-                raise TypeError(f"add_rows takes sentences (str), got {type(s).__name__}.")
+        _check_sentences(sentences)
         start = len(self.sentences)
         new = [self.trie.automaton(s, self.config) for s in sentences]
         self.sentences.extend(sentences)

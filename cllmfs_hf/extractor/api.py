@@ -408,14 +408,12 @@ class NERExtractor:
                             bar.update(1)
                 else:
                     for batch in batches:  # batches are of one type: one prefix, if every prompt fits it
-                        batch_prefixes = {id(self._record_prefix(r, prefixes)) for r in batch}
+                        fitting = [self._record_prefix(r, prefixes) for r in batch]
                         spans = generate_batch(
                             self.model,
                             self.tokenizer,
                             batch,
-                            prefix=self._record_prefix(batch[0], prefixes)
-                            if len(batch_prefixes) == 1
-                            else None,
+                            prefix=fitting[0] if all(p is fitting[0] for p in fitting) else None,
                             constrained=constrained,
                             constraint=self.constraint,
                             cap=max_new_tokens

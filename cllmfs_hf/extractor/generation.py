@@ -215,7 +215,6 @@ def stream_spans(
             constraint=constraint if constrained else None,
             admissions=admissions,
         ):
-            stats.batches = len(admissions)
             (spans,) = parse_answers(
                 [records[i]],
                 [generated],
@@ -228,3 +227,4 @@ def stream_spans(
                 ordered=constrained and constraint.ordered_spans,
             )
             yield records[i], spans
+    stats.batches = len(admissions)

@@ -272,6 +272,15 @@ def greedy_stream(
     mask = positions = feed = None  # attention mask of the cached columns, next positions, last tokens
     processor: SpanConstrainedLogitsProcessor | None = None
     joinable: bool | None = None
+
+    def admits(live: int) -> bool:
+        """Whether waiting records join a batch of ``live`` rows now (an empty batch always takes them; a
+        running one once enough rows are free, and only if caches can be joined)."""
+        free = batch_size - live
+        if not pending or free <= 0:
+            return False
+        return live == 0 or (bool(joinable) and free >= min(refill_at, len(pending)))
+
     while pending or rows:
         parts: list[torch.Tensor] = []
         if rows:  # one step of the running rows
@@ -287,8 +296,8 @@ def greedy_stream(
             cache = _cache_of(out)
             parts.append(out.logits[:, -1].float())
             positions = positions + 1
-        free = batch_size - len(rows)
-        if pending and free and (not rows or (joinable and free >= min(refill_at, len(pending)))):
+        if admits(len(rows)):
+            free = batch_size - len(rows)
             chunk = [pending.popleft()]
             prefix = requests[chunk[0]].prefix
             while pending and len(chunk) < free and requests[pending[0]].prefix is prefix:
@@ -334,7 +343,8 @@ def greedy_stream(
         chosen = scores.argmax(-1)
         logp = logits.gather(1, chosen[:, None]).squeeze(1) - torch.logsumexp(logits, -1)
         ended = torch.isin(chosen, eos).tolist()
-        for r, (i, token, value) in enumerate(zip(rows, chosen.tolist(), logp.tolist())):
+        chosen_ids = chosen.tolist()
+        for r, (i, token, value) in enumerate(zip(rows, chosen_ids, logp.tolist())):
             if i is None:  # a row that ended before: it waits to be dropped
                 continue
             tokens[i].append(token)
@@ -344,7 +354,7 @@ def greedy_stream(
                 rows[r] = None
         feed = chosen[:, None]
         if processor is not None:
-            processor.advance_rows(chosen.tolist())
+            processor.advance_rows(chosen_ids)
         keep = [r for r, i in enumerate(rows) if i is not None]
         if not keep:  # the batch is empty: the next records start a new one
             rows, cache, mask, positions, feed, processor = [], None, None, None, None, None
@@ -354,9 +364,7 @@ def greedy_stream(
         # Dropping rows copies the whole cache, so ended rows stay in the batch (fed their last token, their
         # answers ignored: a row costs a step far less than the copy) until records are admitted into their
         # place, or until they are as many as the rows still answering.
-        free = batch_size - len(keep)
-        admitting = pending and joinable and free >= min(refill_at, len(pending))
-        if admitting or len(rows) - len(keep) >= len(keep):
+        if admits(len(keep)) or len(rows) - len(keep) >= len(keep):
             rows = [rows[r] for r in keep]
             index = torch.tensor(keep, device=chosen.device)
             cache.batch_select_indices(index)

@@ -518,6 +518,8 @@ def test_preamble_in_prompt_outputs_continue_the_preamble_with_spans_of_the_inpu
             num_return_sequences=3,
         )
     generated = out[:, enc["input_ids"].shape[1] :].tolist()
+    # its own clock: one call per generated column, each masking every row
+    assert proc.row_steps == out.shape[0] * len(generated[0]) and proc.seconds > 0
     for r, row in enumerate(generated):
         text, ended = proc.decode(row)
         assert text == "" or text.startswith(" <<< "), text

@@ -563,6 +563,9 @@ def test_dropping_ended_rows_gives_the_answers_and_scores_of_generate(smollm2_to
             got = dropped.predict(texts, batch_size=8, max_new_tokens=16)
         assert_same_predictions(got, want, log_tolerance=1e-3)
         assert dropped.last_stats.generated_tokens == kept.last_stats.generated_tokens
+        for ex in (kept, dropped):  # both paths report the constraint's own time, over every token it masked
+            assert ex.last_stats.constraint_seconds > 0
+            assert ex.last_stats.constrained_row_steps >= ex.last_stats.generated_tokens
         # the test means something: some answers ended early and some ran to the cap
         assert 0 < dropped.last_stats.truncated < dropped.last_stats.records
         assert sum(map(len, got)) > 0
@@ -574,7 +577,7 @@ def _stream_requests(ex, texts, caps):
     return [GreedyRequest(ex._prompt_ids("LOC", t), cap, t) for t, cap in zip(texts, caps)]
 
 
-def _run_stream(model, ex, requests, batch_size, admissions=None):
+def _run_stream(model, ex, requests, batch_size, counters=None):
     from cllmfs_hf.extractor.greedy import greedy_stream
 
     with torch.inference_mode():
@@ -587,7 +590,7 @@ def _run_stream(model, ex, requests, batch_size, admissions=None):
             device="cpu",
             tokenizer=ex.tokenizer,
             constraint=ex.constraint,
-            admissions=admissions,
+            counters=counters,
         )
         return {i: (tokens, logprobs) for i, tokens, logprobs in out}
 
@@ -618,9 +621,13 @@ def test_greedy_stream_joins_records_into_running_rows_with_their_own_answers(sm
     )
     monkeypatch.setattr(greedy, "_SPARE_COLUMNS", 2)  # the joined caches run out of spare columns and regrow
     monkeypatch.setattr(greedy, "_FORWARD_COST_TOKENS", 0)  # each admission splits into forwards per length
-    admissions = []
-    streamed = _run_stream(model, ex, requests, batch_size=2, admissions=admissions)
-    assert any(joins) and len(admissions) == len(texts)  # records joined rows still decoding, a forward each
+    counters = greedy.StreamCounters()
+    streamed = _run_stream(model, ex, requests, batch_size=2, counters=counters)
+    # records joined rows still decoding, a forward each
+    assert any(joins) and len(counters.admissions) == len(texts)
+    # the constraint's clock: every chosen token was masked (and ended rows waiting to be dropped too)
+    assert counters.constraint_seconds > 0
+    assert counters.constrained_row_steps >= sum(len(t) for t, _ in streamed.values())
     alone = {i: _run_stream(model, ex, [req], batch_size=1)[0] for i, req in enumerate(requests)}
     assert sorted(streamed) == list(range(len(texts)))
     for i, req in enumerate(requests):
@@ -724,9 +731,11 @@ def test_greedy_stream_without_a_joinable_cache_admits_only_into_an_empty_batch(
     joined = _run_stream(model, ex, requests, batch_size=2)
     monkeypatch.setattr(greedy, "_joinable", lambda cache: False)
     monkeypatch.setattr(greedy, "_join", lambda *a: pytest.fail("a cache was joined"))  # nor made spare
-    admissions = []
-    drained = _run_stream(model, ex, requests, batch_size=2, admissions=admissions)
-    assert admissions == [2, 2, 1]
+    counters = greedy.StreamCounters()
+    drained = _run_stream(model, ex, requests, batch_size=2, counters=counters)
+    assert counters.admissions == [2, 2, 1]
+    # each batch's processor was counted, though each drained batch had its own
+    assert counters.constrained_row_steps >= sum(len(t) for t, _ in drained.values())
     assert {i: t for i, (t, _) in drained.items()} == {i: t for i, (t, _) in joined.items()}
 
 

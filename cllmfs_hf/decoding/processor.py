@@ -11,9 +11,11 @@ per row does not grow with the vocabulary.
 
 from __future__ import annotations
 
+import functools
 import sys
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -29,6 +31,20 @@ __all__ = ["SpanConstrainedLogitsProcessor"]
 
 #: The state of a row that emitted EOS (its output is complete; None is a row left unconstrained).
 _ENDED: State = frozenset(["<end of output>"])
+
+
+def _clocked(method: Callable) -> Callable:
+    """Adds the time a call of ``method`` takes to the processor's ``seconds``."""
+
+    @functools.wraps(method)
+    def clocked(self: SpanConstrainedLogitsProcessor, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    return clocked
 
 
 def _check_sentences(sentences: Sequence[str]) -> None:
@@ -90,6 +106,10 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
     padding. One processor serves one ``generate`` call; calling ``generate`` again with it starts afresh
     (a new prompt is detected), and :meth:`reset` does it explicitly.
 
+    It keeps its own cost: ``seconds``, the time spent in it (its construction, which builds the sentences'
+    automata, and every call), and ``row_steps``, the rows it masked summed over the calls. On a GPU this is
+    CPU time the device may wait for; ``NERExtractor.last_stats`` reports it for ``predict``.
+
     Example:
         >>> proc = SpanConstrainedLogitsProcessor(tokenizer, ["Ada met Bob ."], max_span_words=4)  # doctest: +SKIP
         >>> model.generate(**enc, logits_processor=LogitsProcessorList([proc]))  # doctest: +SKIP
@@ -104,6 +124,11 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         eos_token_id: int | Sequence[int] | None = None,
         **overrides: Any,
     ) -> None:
+        start = time.perf_counter()
+        #: time spent in this processor (construction and calls), in seconds
+        self.seconds = 0.0
+        #: rows masked, summed over the calls
+        self.row_steps = 0
         if isinstance(sentences, str) or not isinstance(sentences, Sequence):
             raise TypeError(
                 "sentences must be a list with one input sentence per batch item, got "
@@ -144,6 +169,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
                 )
         self.num_escaped_rows = 0
         self.reset()
+        self.seconds = time.perf_counter() - start
 
     def reset(self) -> None:
         """Forget the generation in progress (the next call starts a new one)."""
@@ -160,6 +186,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         # two output buffers used in turn (see _output_buffer)
         self._buffers: list[_MaskBuffer] = []
 
+    @_clocked
     def keep_rows(self, rows: Sequence[int]) -> None:
         """Keep only these rows (indices into the current batch, in order): for a decoding loop that drops rows
         from its batch (ended ones, say) between two calls. One row per sentence (no beams)."""
@@ -183,6 +210,7 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         self._states = {}
 
     # -- a decoding loop that drives the rows itself ----------------------------------------------------
+    @_clocked
     def add_rows(self, sentences: Sequence[str]) -> None:
         """Append one row per sentence, at the start of its answer: for a decoding loop that admits records
         into the rows others freed (:mod:`cllmfs_hf.extractor.greedy`). Such a loop drives the rows itself:
@@ -200,12 +228,14 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         self.automata.extend(new)
         self._last_states.extend((start + i, auto.initial) for i, auto in enumerate(new))
 
+    @_clocked
     def advance_rows(self, tokens: Sequence[int]) -> None:
         """Each current row took ``tokens[row]`` (a loop that drives the rows itself, see :meth:`add_rows`)."""
         if len(tokens) != len(self._last_states):
             raise ValueError(f"advance_rows got {len(tokens)} tokens for {len(self._last_states)} rows.")
         self._last_states = self._advance_rows(list(tokens))
 
+    @_clocked
     def mask_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """The scores of the current rows (in order) with every token the constraint forbids at -inf (a loop
         that drives the rows itself, see :meth:`add_rows`)."""
@@ -315,11 +345,13 @@ class SpanConstrainedLogitsProcessor(LogitsProcessor):
         )
 
     # -- the processor ----------------------------------------------------------------------------------
+    @_clocked
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         return self._masked(self._row_states(input_ids), scores)
 
     def _masked(self, states: list[tuple[int, State | None]], scores: torch.Tensor) -> torch.Tensor:
         """``scores`` with every token the rows' ``states`` forbid at -inf (in a reused output buffer)."""
+        self.row_steps += len(states)
         rows: list[int] = []
         cols: list[torch.Tensor] = []
         free_rows: list[int] = []

@@ -14,7 +14,7 @@ from transformers import LogitsProcessorList
 
 from ..decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig, parse_output
 from ..template import PREAMBLE
-from .greedy import GreedyRequest, greedy_stream
+from .greedy import GreedyRequest, StreamCounters, greedy_stream
 from .prefix_cache import batch_cache, layout_batch
 from .scoring import TokenLogProbs, item_scores
 from .stats import PredictionStats
@@ -126,6 +126,9 @@ def generate_batch(
     generated, token_logprobs = _generate(
         model, input_ids, attention, kwargs, proc, prefix, cap, pad_token_id, eos_token_ids, device
     )
+    if proc is not None:
+        stats.constraint_seconds += proc.seconds
+        stats.constrained_row_steps += proc.row_steps
     return parse_answers(
         batch,
         generated,
@@ -200,9 +203,10 @@ def stream_spans(
 ) -> Iterator[tuple[_Record, list[tuple[int, int, float | None]]]]:
     """Each record with its spans (and scores), as its greedy answer ends: :func:`.greedy.greedy_stream`
     (continuous batching) over ``records`` in this order, each with its checked prefix cache (or None) and
-    its cap. ``stats.batches`` counts the groups of records that joined the batch."""
+    its cap. ``stats.batches`` counts the groups of records that joined the batch; the constraint's time is added
+    to ``stats`` when the stream ends."""
     requests = [GreedyRequest(r.prompt_ids, cap, r.sentence, p) for r, p, cap in zip(records, prefixes, caps)]
-    admissions: list[int] = []
+    counters = StreamCounters()
     with torch.inference_mode():
         for i, generated, logprobs in greedy_stream(
             model,
@@ -213,7 +217,7 @@ def stream_spans(
             device=device,
             tokenizer=tokenizer,
             constraint=constraint if constrained else None,
-            admissions=admissions,
+            counters=counters,
         ):
             (spans,) = parse_answers(
                 [records[i]],
@@ -227,4 +231,6 @@ def stream_spans(
                 ordered=constrained and constraint.ordered_spans,
             )
             yield records[i], spans
-    stats.batches = len(admissions)
+    stats.batches = len(counters.admissions)
+    stats.constraint_seconds += counters.constraint_seconds
+    stats.constrained_row_steps += counters.constrained_row_steps

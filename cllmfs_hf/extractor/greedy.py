@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -40,7 +40,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from ..decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig
 from .prefix_cache import batch_cache, layout_batch
 
-__all__ = ["GreedyRequest", "greedy_stream", "plain_greedy"]
+__all__ = ["GreedyRequest", "StreamCounters", "greedy_stream", "plain_greedy"]
 
 # GenerationConfig fields that do not change greedy search (token ids, bookkeeping, the sampling warpers that
 # greedy search does not apply)
@@ -229,6 +229,23 @@ def _trim(cache: Any, mask: torch.Tensor) -> torch.Tensor:
     return mask[:, first:]
 
 
+@dataclass
+class StreamCounters:
+    """What a :func:`greedy_stream` did, filled in as it runs."""
+
+    #: the number of records of each prompt-encoding forward
+    admissions: list[int] = field(default_factory=list)
+    #: time spent in the span constraint (its processors' own ``seconds``) and the rows it masked
+    constraint_seconds: float = 0.0
+    constrained_row_steps: int = 0
+
+    def add_processor(self, processor: SpanConstrainedLogitsProcessor | None) -> None:
+        """Count a processor the stream is done with."""
+        if processor is not None:
+            self.constraint_seconds += processor.seconds
+            self.constrained_row_steps += processor.row_steps
+
+
 def greedy_stream(
     model: Any,
     requests: Sequence[GreedyRequest],
@@ -239,7 +256,7 @@ def greedy_stream(
     device: Any,
     tokenizer: Any = None,
     constraint: SpanConstraintConfig | None = None,
-    admissions: list[int] | None = None,
+    counters: StreamCounters | None = None,
 ) -> Iterator[tuple[int, list[int], list[float]]]:
     """Greedy answers of ``requests`` with continuous batching, yielded as each ends:
     ``(request index, generated ids, log-probability of each)``.
@@ -253,7 +270,7 @@ def greedy_stream(
         device: where the prompts go (the model's device).
         tokenizer / constraint: with a :class:`~cllmfs_hf.decoding.SpanConstraintConfig`, each answer is
             span-constrained to its request's ``sentence``; None decodes freely.
-        admissions: if given, the number of records of each prompt-encoding forward is appended to it.
+        counters: if given, filled in with what the stream did (:class:`StreamCounters`).
 
     The ids of an answer end with end-of-sequence where it ended (else it ran to its cap); the
     log-probabilities are the model's own, before the constraint.
@@ -264,6 +281,7 @@ def greedy_stream(
     # admit records once this many rows are free: a prompt forward of a few rows costs about as much per token
     # as one of many, but each forward has a fixed cost, so rows are refilled in groups
     refill_at = max(1, batch_size // 4)
+    counters = StreamCounters() if counters is None else counters
     pending = deque(range(len(requests)))
     rows: list[int | None] = []  # the request of each row (None: ended, not yet dropped)
     tokens: dict[int, list[int]] = {}
@@ -315,8 +333,7 @@ def greedy_stream(
                     break
                 members = [requests[i] for i in chunk[start : start + len(group)]]
                 encoded.append(_encode(model, members, prefix, pad_token_id, device))
-                if admissions is not None:
-                    admissions.append(len(group))
+                counters.admissions.append(len(group))
                 if joinable is None:
                     joinable = _joinable(encoded[0][0])
                 start += len(group)
@@ -357,6 +374,7 @@ def greedy_stream(
             processor.advance_rows(chosen_ids)
         keep = [r for r, i in enumerate(rows) if i is not None]
         if not keep:  # the batch is empty: the next records start a new one
+            counters.add_processor(processor)
             rows, cache, mask, positions, feed, processor = [], None, None, None, None, None
             continue
         if len(keep) == len(rows):

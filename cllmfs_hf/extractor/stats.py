@@ -16,7 +16,9 @@ class PredictionStats:
     that do not follow the template (only possible with ``constrained=False``); ``windows`` counts the
     windows of all non-empty texts and ``split_texts`` the texts that needed more than one. ``batches`` counts
     the forwards that encoded prompts (with continuous batching, each group of records that joined the batch)
-    or the ``generate`` calls.
+    or the ``generate`` calls. ``constraint_seconds`` is the time spent in the span constraint (building each
+    sentence's automaton, its allowed tokens, masking the scores), over ``constrained_row_steps`` rows masked
+    summed over the decoding steps: CPU time, which a GPU may wait for.
 
     Example:
         >>> PredictionStats(records=2, dropped_repeats=1).dropped
@@ -35,6 +37,8 @@ class PredictionStats:
     dropped_repeats: int = 0
     malformed: int = 0
     seconds: float = 0.0
+    constraint_seconds: float = 0.0
+    constrained_row_steps: int = 0
 
     @property
     def dropped(self) -> int:

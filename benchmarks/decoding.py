@@ -60,23 +60,28 @@ from cllmfs_hf.decoding.processor import _ENDED  # noqa: E402  (the state of a r
 
 
 class _Timed:
-    """Wraps a logits processor and sums the time spent inside it."""
+    """Wraps a logits processor: the time inside its calls (its own clock, construction excluded), the rows of
+    those that had not ended, and optionally each call's input."""
 
     def __init__(self, processor, record: bool = False) -> None:
         self.processor = processor
-        self.seconds = 0.0
-        self.row_steps = 0
+        self._construction_seconds = processor.seconds
         # each call's input_ids, to replay the processor alone
         self.calls: list | None = [] if record else None
         self.answering_row_steps = 0  # row-steps of rows that had not ended (nor left the constraint)
 
+    @property
+    def seconds(self) -> float:
+        return self.processor.seconds - self._construction_seconds
+
+    @property
+    def row_steps(self) -> int:
+        return self.processor.row_steps
+
     def __call__(self, input_ids, scores):
         if self.calls is not None:
             self.calls.append(input_ids.clone())
-        t = time.perf_counter()
         out = self.processor(input_ids, scores)
-        self.seconds += time.perf_counter() - t
-        self.row_steps += input_ids.shape[0]
         # an ended row costs the processor almost nothing (EOS alone is allowed): count the others apart
         self.answering_row_steps += sum(
             state is not None and state is not _ENDED for _group, state in self.processor._last_states

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from ..decoding import SpanConstrainedLogitsProcessor, SpanConstraintConfig
@@ -167,14 +168,6 @@ class _SpareColumnsLayer(DynamicLayer):
         self._views()
 
 
-def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    if width == 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = width
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-
 def _join(
     cache: Any, mask: torch.Tensor | None, parts: Sequence[tuple[Any, torch.Tensor]]
 ) -> tuple[Any, torch.Tensor]:
@@ -190,7 +183,7 @@ def _join(
         )
         for i in range(len(joined.layers))
     ]
-    return joined, torch.cat([_left_pad(m, width - m.shape[1], 1) for _c, m in blocks])
+    return joined, torch.cat([F.pad(m, (width - m.shape[1], 0)) for _c, m in blocks])
 
 
 #: The cost of one more prompt-encoding forward, in prompt tokens (on a CPU a forward of one short row costs
